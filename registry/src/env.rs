@@ -1,0 +1,101 @@
+//! The environment of a wrapped process: variable names, and the parsing of
+//! the knobs whose values are lists of ports.
+
+/// Home directory of all agentfs files.
+pub const HOME: &str = "AGENTFS_HOME";
+/// App label of the wrapped process; the shim converts nothing without it.
+pub const APP: &str = "AGENTFS_APP";
+/// Instance label of the wrapped process.
+pub const INSTANCE: &str = "AGENTFS_INSTANCE";
+/// `<instance>.<app>.localhost`.
+pub const HOSTNAME: &str = "AGENTFS_HOSTNAME";
+/// `http://<instance>.<app>.localhost[:port]`.
+pub const URL: &str = "AGENTFS_URL";
+/// A socket path the app may bind itself.
+pub const SOCKET: &str = "AGENTFS_SOCKET";
+/// Absolute path of the shim library (used to re-inject on exec).
+pub const SHIM: &str = "AGENTFS_SHIM";
+/// `1` (log to `logs/shim.<pid>.log`) or `stderr`.
+pub const DEBUG: &str = "AGENTFS_DEBUG";
+/// Convert only these ports.
+pub const PORTS: &str = "AGENTFS_PORTS";
+/// Never convert these ports.
+pub const SKIP_PORTS: &str = "AGENTFS_SKIP_PORTS";
+/// Pid of `agentfs wrap`, recorded in sidecars (not in the spec's list: an
+/// implementation detail shared by the CLI and the shim).
+pub const WRAPPER_PID: &str = "AGENTFS_WRAPPER_PID";
+/// Router HTTP port.
+pub const HTTP_PORT: &str = "AGENTFS_HTTP_PORT";
+/// Seconds the router drains in-flight requests on shutdown.
+pub const DRAIN_TIMEOUT_SECS: &str = "AGENTFS_DRAIN_TIMEOUT_SECS";
+
+/// A set of ports given as `3000,8000-8010`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PortSet {
+    ranges: Vec<(u16, u16)>,
+}
+
+/// A port list that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad port list {input:?}: {why}; expected e.g. 3000,8000-8010")]
+pub struct PortSetError {
+    pub input: String,
+    pub why: &'static str,
+}
+
+impl PortSet {
+    pub fn parse(input: &str) -> Result<PortSet, PortSetError> {
+        let err = |why| PortSetError { input: input.to_owned(), why };
+        let mut ranges = Vec::new();
+        for item in input.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (lo, hi) = match item.split_once('-') {
+                Some((a, b)) => (port(a.trim()).ok_or(err("not a port"))?, port(b.trim()).ok_or(err("not a port"))?),
+                None => {
+                    let p = port(item).ok_or(err("not a port"))?;
+                    (p, p)
+                }
+            };
+            if lo > hi {
+                return Err(err("a range runs backwards"));
+            }
+            ranges.push((lo, hi));
+        }
+        Ok(PortSet { ranges })
+    }
+
+    pub fn contains(&self, port: u16) -> bool {
+        self.ranges.iter().any(|&(lo, hi)| (lo..=hi).contains(&port))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    /// The ranges, inclusive.
+    pub fn ranges(&self) -> &[(u16, u16)] {
+        &self.ranges
+    }
+}
+
+fn port(s: &str) -> Option<u16> {
+    s.parse::<u16>().ok().filter(|p| *p != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_sets() {
+        let s = PortSet::parse("3000, 8000-8010,9229").unwrap();
+        assert!(s.contains(3000) && s.contains(8005) && s.contains(9229));
+        assert!(!s.contains(8011) && !s.contains(1));
+        assert!(PortSet::parse("").unwrap().is_empty());
+        assert!(PortSet::parse("x").is_err());
+        assert!(PortSet::parse("0").is_err());
+        assert!(PortSet::parse("10-5").is_err());
+        assert!(PortSet::parse("70000").is_err());
+        let e = PortSet::parse("3000,abc").unwrap_err();
+        assert!(e.to_string().contains("3000,abc"));
+    }
+}

@@ -1,0 +1,37 @@
+//! The on-disk contract of agentfs, shared by the shim (which creates socket
+//! files and sidecars), the router (which routes to them) and the CLI (which
+//! lists them). No async runtime and no networking: the shim links this.
+//!
+//! # Layout
+//! - [`names`] — DNS labels for apps and instances, host names, URLs.
+//! - [`runfile`] — file names under `run/` (full, replica, hashed, wrapper).
+//! - [`sunpath`] — what fits in `sockaddr_un`, and `/proc/self/fd` aliases.
+//! - [`home`] — `$AGENTFS_HOME` layout and its ownership/mode checks.
+//! - [`env`] — environment variables of a wrapped process; port lists.
+//! - [`record`] — sidecar and wrapper-record schemas; route targets.
+//! - [`atomic`] — write-temp-then-rename.
+//! - [`liveness`] — is a pid alive; the clock.
+//! - [`scan`] — `run/` → listeners, wrappers, problems; safe removal.
+//! - [`model`] — app → instance → port grouping, default instance, primary port.
+//! - [`routes`] — static routes in `routes.json`.
+#![forbid(unsafe_code)]
+
+pub mod atomic;
+pub mod env;
+pub mod home;
+pub mod liveness;
+pub mod model;
+pub mod names;
+pub mod record;
+pub mod routes;
+pub mod runfile;
+pub mod scan;
+pub mod sunpath;
+
+#[cfg(test)]
+mod testutil;
+
+pub use home::{Home, HomeError};
+pub use names::Label;
+pub use record::{Family, Sidecar, Target, WrapperRecord};
+pub use runfile::SocketName;
