@@ -24,6 +24,10 @@ pub const SKIP_PORTS: &str = "AGENTFS_SKIP_PORTS";
 /// Pid of `agentfs wrap`, recorded in sidecars (not in the spec's list: an
 /// implementation detail shared by the CLI and the shim).
 pub const WRAPPER_PID: &str = "AGENTFS_WRAPPER_PID";
+/// `1` when `agentfs wrap --replica` asked for replicas: a second process of
+/// the instance binding the same port gets a replica socket instead of
+/// EADDRINUSE (also an implementation detail of the CLI and the shim).
+pub const REPLICA: &str = "AGENTFS_REPLICA";
 /// Router HTTP port.
 pub const HTTP_PORT: &str = "AGENTFS_HTTP_PORT";
 /// Seconds the router drains in-flight requests on shutdown.

@@ -1,0 +1,15 @@
+//! The exported hooks, one file per family. Each hook is declared once with
+//! `macros::hooks!`; its implementation returns `guard::Outcome`.
+
+pub mod fcntl;
+pub mod fd;
+pub mod socket;
+pub mod sockopt;
+
+/// Resolves every original function (in the constructor, before threads).
+pub fn resolve_all() {
+    socket::resolve_all();
+    sockopt::resolve_all();
+    fd::resolve_all();
+    fcntl::resolve_all();
+}

@@ -1,0 +1,72 @@
+//! The agentfs shim, loaded into unmodified programs with `LD_PRELOAD`
+//! (Linux) or `DYLD_INSERT_LIBRARIES` (macOS). It turns TCP listeners on
+//! loopback/wildcard addresses into Unix sockets under
+//! `$AGENTFS_HOME/run/<app>.<instance>.<port>.sock`, writes a sidecar when
+//! they listen, and fakes everything the program can observe (addresses,
+//! options, errno) so it never notices. It fails open: whenever anything
+//! goes wrong, the original call is made.
+//!
+//! # Layout
+//! - [`macros`] — `hooks!`: one declaration per hook, Linux export or macOS interpose.
+//! - [`guard`] — re-entrancy guard, panic catcher, `Outcome`/`Pass`.
+//! - [`hooks`] — the exported hooks: `socket` (socket, bind, listen, connect,
+//!   accept, names), `sockopt`, `fd` (close, dup), `fcntl` (with `src/c/fcntl.c`).
+//! - [`convert`] — bind → Unix socket: names, conflicts, stale files.
+//! - [`redirect`] — connect to loopback:<port> → the instance's own socket.
+//! - [`swap`] — replacing a TCP socket with a Unix one under the same fd.
+//! - [`announce`] — the sidecar, after listen.
+//! - [`recognize`] — descriptors that arrive without bookkeeping.
+//! - [`fdtable`], [`listeners`], [`options`], [`lock`] — allocation-free state.
+//! - [`config`], [`log`], [`sockaddr`], [`sys`], [`errno`] — support.
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod announce;
+pub mod config;
+pub mod convert;
+pub mod errno;
+pub mod fdtable;
+pub mod guard;
+pub mod hooks;
+pub mod listeners;
+pub mod lock;
+pub mod log;
+pub mod macros;
+pub mod options;
+pub mod recognize;
+pub mod redirect;
+pub mod sockaddr;
+pub mod swap;
+pub mod sys;
+
+/// Runs when the library is loaded, before the program's `main`: reads the
+/// environment and resolves every original function while the process is
+/// still single-threaded.
+#[cfg(not(test))]
+#[ctor::ctor(unsafe)]
+fn agentfs_shim_init() {
+    hooks::resolve_all();
+    for problem in config::init() {
+        log::warn(&problem);
+    }
+    std::panic::set_hook(Box::new(|info| {
+        log::write_decision(-1, format_args!("internal error, original call made: {info}"));
+    }));
+    // SAFETY: both callbacks are plain extern "C" functions that live as long
+    // as the process (a preloaded library is never unloaded).
+    unsafe {
+        libc::pthread_atfork(None, None, Some(after_fork_child));
+        libc::atexit(at_exit);
+    }
+}
+
+/// In the child of a fork: locks held by the parent's other threads are free.
+#[cfg(not(test))]
+extern "C" fn after_fork_child() {
+    lock::after_fork_child();
+}
+
+/// At exit: the socket files this process still holds go with it.
+#[cfg(not(test))]
+extern "C" fn at_exit() {
+    let _ = guard::enter(listeners::remove_all_owned);
+}

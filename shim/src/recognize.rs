@@ -1,0 +1,105 @@
+//! Descriptors that reach a process without the shim's bookkeeping — across
+//! exec, over SCM_RIGHTS (Node cluster workers), or after a close the shim
+//! did not see — are recognised by asking the kernel for their Unix name: a
+//! socket file under `run/` is ours, and its sidecar (or file name) says
+//! which TCP address to report.
+
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+
+use libc::c_int;
+
+use agentfs_registry::record::{self, Sidecar};
+use agentfs_registry::runfile::RunFile;
+use agentfs_registry::{SocketName, scan};
+
+use crate::config;
+use crate::fdtable::{FdState, Kind};
+use crate::sockaddr::Addr;
+use crate::sys;
+
+/// The port reported for the far end of a converted connection: stable for
+/// the socket (derived from its inode, so every process that holds it agrees)
+/// and in the ephemeral range, like a real client port.
+pub fn port_for_inode(ino: u64) -> u16 {
+    49152 + (ino % 16384) as u16
+}
+
+/// What the shim should report for `fd`, if it is one of ours.
+pub fn recognize(fd: c_int) -> Option<FdState> {
+    let run_dir = config::get()?.home.as_ref()?.run_dir();
+    let own = sys::sock_name(fd)?;
+    if own.family() != libc::AF_UNIX {
+        return None;
+    }
+    let ino = || sys::inode(fd).map_or(0, port_for_inode);
+    if let Some(path) = own.unix_path() {
+        let local = bound_addr(&run_dir, stem_in_run(path, &run_dir)?);
+        let family = local.family();
+        if sys::is_listening(fd) {
+            return Some(FdState { kind: Kind::Listener, local, ..FdState::default() });
+        }
+        let peer = Addr::loopback(family, ino());
+        return Some(FdState { kind: Kind::Conn, local: Addr::loopback(family, local.port), peer, ..FdState::default() });
+    }
+    let theirs = sys::peer_name(fd)?;
+    let server = bound_addr(&run_dir, stem_in_run(theirs.unix_path()?, &run_dir)?);
+    let family = server.family();
+    let peer = Addr::loopback(family, server.port);
+    Some(FdState { kind: Kind::Client, local: Addr::loopback(family, ino()), peer, ..FdState::default() })
+}
+
+/// The stem of a socket file in `run_dir`, from the kernel's name for it
+/// (the path bound, or its `/proc/self/fd/<n>/` alias).
+fn stem_in_run<'a>(path: &'a [u8], run_dir: &Path) -> Option<&'a str> {
+    let path = std::str::from_utf8(path).ok()?;
+    let (dir, file) = path.rsplit_once('/')?;
+    let in_run = Path::new(dir) == run_dir || dir.strip_prefix("/proc/self/fd/").is_some_and(|n| n.parse::<u32>().is_ok());
+    if !in_run {
+        return None;
+    }
+    match RunFile::classify(file) {
+        RunFile::Socket(_) | RunFile::HashedSocket(_) => file.strip_suffix(".sock"),
+        _ => None,
+    }
+}
+
+/// The address the app bound: from the sidecar, else from the file name with
+/// the family of the canonical sidecar, else `[::]:<port>`.
+fn bound_addr(run_dir: &Path, stem: &str) -> Addr {
+    let read = |stem: &str| record::read::<Sidecar>(&scan::sidecar_path(run_dir, stem)).ok();
+    if let Some(sc) = read(stem) {
+        return Addr::from_std(SocketAddr::new(sc.addr, sc.port));
+    }
+    let Some(name) = SocketName::parse_stem(stem) else {
+        return Addr::default();
+    };
+    let canonical = SocketName { replica: None, ..name.clone() }.stem();
+    let ip = read(&canonical).map_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED), |sc| sc.addr);
+    Addr::from_std(SocketAddr::new(ip, name.port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stems_only_for_our_sockets() {
+        let run = Path::new("/home/u/.agentfs/run");
+        assert_eq!(stem_in_run(b"/home/u/.agentfs/run/shop.main.3000.sock", run), Some("shop.main.3000"));
+        assert_eq!(stem_in_run(b"/proc/self/fd/7/shop.main.3000.1-2.sock", run), Some("shop.main.3000.1-2"));
+        let hashed = agentfs_registry::runfile::hashed_stem("x");
+        let p = format!("/home/u/.agentfs/run/{hashed}.sock");
+        assert_eq!(stem_in_run(p.as_bytes(), run), Some(hashed.as_str()));
+        assert_eq!(stem_in_run(b"/tmp/shop.main.3000.sock", run), None);
+        assert_eq!(stem_in_run(b"/home/u/.agentfs/run/other.sock", run), None);
+        assert_eq!(stem_in_run(b"/proc/self/fd/x/shop.main.3000.sock", run), None);
+    }
+
+    #[test]
+    fn inode_ports_are_ephemeral() {
+        for ino in [0, 1, 16383, 16384, u64::MAX] {
+            assert!(port_for_inode(ino) >= 49152);
+        }
+    }
+}
