@@ -28,8 +28,8 @@ pub mod runfile;
 pub mod scan;
 pub mod sunpath;
 
-#[cfg(test)]
-mod testutil;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testutil;
 
 pub use home::{Home, HomeError};
 pub use names::Label;

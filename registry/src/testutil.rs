@@ -1,8 +1,9 @@
-//! A temporary directory for unit tests, removed on drop.
+//! A temporary directory for tests, removed on drop (feature `test-util`).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+#[derive(Debug)]
 pub struct TempDir(PathBuf);
 
 impl TempDir {

@@ -107,8 +107,8 @@ fn parse_identity(
         Some(p) => Some(PortSet::parse(&p).map_err(|e| format!("{}: {e}", env::PORTS))?),
         None => None,
     };
-    let skip = PortSet::parse(&var(env::SKIP_PORTS).unwrap_or_default())
-        .map_err(|e| format!("{}: {e}", env::SKIP_PORTS))?;
+    let skip =
+        PortSet::parse(&var(env::SKIP_PORTS).unwrap_or_default()).map_err(|e| format!("{}: {e}", env::SKIP_PORTS))?;
     let wrapper_pid = var(env::WRAPPER_PID).and_then(|p| p.parse().ok());
     let replica = var(env::REPLICA).as_deref() == Some("1");
     Ok(Identity { run_dir: home.run_dir(), app, instance, home, ports, skip, wrapper_pid, replica })
@@ -153,7 +153,9 @@ mod tests {
 
     #[test]
     fn bad_values_disable_conversion_with_one_line_each() {
-        for (k, v) in [("AGENTFS_APP", "Bad App"), ("AGENTFS_INSTANCE", "123"), ("AGENTFS_PORTS", "x"), ("AGENTFS_HOME", "rel")] {
+        for (k, v) in
+            [("AGENTFS_APP", "Bad App"), ("AGENTFS_INSTANCE", "123"), ("AGENTFS_PORTS", "x"), ("AGENTFS_HOME", "rel")]
+        {
             let mut pairs = vec![("AGENTFS_HOME", "/h"), ("AGENTFS_APP", "shop")];
             pairs.retain(|(pk, _)| *pk != k);
             pairs.push((k, v));

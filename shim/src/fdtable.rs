@@ -75,7 +75,14 @@ fn chunk_or_map(index: usize) -> Option<&'static Chunk> {
     // SAFETY: an anonymous private mapping has no preconditions; it is zero-filled,
     // and an all-zero Chunk is valid (spin words 0 = free, FdState zeroed = Free).
     let p = unsafe {
-        libc::mmap(std::ptr::null_mut(), size, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANON, -1, 0)
+        libc::mmap(
+            std::ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANON,
+            -1,
+            0,
+        )
     };
     if p == libc::MAP_FAILED {
         return None;

@@ -7,6 +7,9 @@
 //!   itself: dyld does not interpose calls made from the interposing image,
 //!   while `dlsym` results are interposed and could return the hook).
 //!
+//! Unit-test builds keep the hook functions but do not export them (a test
+//! binary must not take over its own libc calls).
+//!
 //! Every hook body is the same two lines: the implementation decides, or the
 //! original is called with the caller's arguments (see `guard::hook`).
 
@@ -81,8 +84,12 @@ macro_rules! hooks {
                     let _ = original();
                 }
 
-                #[cfg(all(not(target_vendor = "apple"), not(test)))]
-                #[unsafe(no_mangle)]
+                /// The exported hook.
+                ///
+                /// # Safety
+                /// The caller meets the C contract of the function it replaces.
+                #[cfg(not(target_vendor = "apple"))]
+                #[cfg_attr(not(test), unsafe(no_mangle))]
                 pub unsafe extern "C" fn $name($($arg: $ty),*) -> ::libc::c_int {
                     $crate::guard::hook(
                         original(),

@@ -40,7 +40,12 @@ pub fn recognize(fd: c_int) -> Option<FdState> {
             return Some(FdState { kind: Kind::Listener, local, ..FdState::default() });
         }
         let peer = Addr::loopback(family, ino());
-        return Some(FdState { kind: Kind::Conn, local: Addr::loopback(family, local.port), peer, ..FdState::default() });
+        return Some(FdState {
+            kind: Kind::Conn,
+            local: Addr::loopback(family, local.port),
+            peer,
+            ..FdState::default()
+        });
     }
     let theirs = sys::peer_name(fd)?;
     let server = bound_addr(&run_dir, stem_in_run(theirs.unix_path()?, &run_dir)?);
@@ -54,7 +59,8 @@ pub fn recognize(fd: c_int) -> Option<FdState> {
 fn stem_in_run<'a>(path: &'a [u8], run_dir: &Path) -> Option<&'a str> {
     let path = std::str::from_utf8(path).ok()?;
     let (dir, file) = path.rsplit_once('/')?;
-    let in_run = Path::new(dir) == run_dir || dir.strip_prefix("/proc/self/fd/").is_some_and(|n| n.parse::<u32>().is_ok());
+    let in_run =
+        Path::new(dir) == run_dir || dir.strip_prefix("/proc/self/fd/").is_some_and(|n| n.parse::<u32>().is_ok());
     if !in_run {
         return None;
     }

@@ -70,7 +70,11 @@ fn connect_unix(fd: c_int, path: &Path) -> io::Result<()> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "socket path does not fit sun_path"))?;
     let attempt = || {
         // SAFETY: `un` is a valid sockaddr_un of `len` bytes.
-        if unsafe { libc::connect(fd, (&raw const un).cast(), len) } < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+        if unsafe { libc::connect(fd, (&raw const un).cast(), len) } < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
     };
     match attempt() {
         Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {

@@ -34,7 +34,8 @@ pub fn prepare(fd: c_int, v6: bool) -> Result<Replacement, &'static str> {
         sys::fcntl_set(new.raw(), libc::F_SETFL, carried_flags).map_err(|_| "F_SETFL failed")?;
     }
     replay_socket_options(fd, new.raw());
-    let mut rep = Replacement { new, target: fd, cloexec, options: Options::default(), v6only: false, reuseport: false };
+    let mut rep =
+        Replacement { new, target: fd, cloexec, options: Options::default(), v6only: false, reuseport: false };
     carry_options(fd, v6, &mut rep);
     Ok(rep)
 }

@@ -42,8 +42,7 @@ pub fn resolve_all() {
 ///
 /// # Safety
 /// `fd`, `cmd` and `arg` are the caller's fcntl arguments.
-#[cfg(not(test))]
-#[unsafe(no_mangle)]
+#[cfg_attr(not(test), unsafe(no_mangle))]
 pub unsafe extern "C" fn agentfs_fcntl(fd: c_int, cmd: c_int, arg: *mut c_void, which: c_int) -> c_int {
     guard::hook(
         original(which),
@@ -75,8 +74,6 @@ mod interpose {
 
     #[used]
     #[unsafe(link_section = "__DATA,__interpose")]
-    static INTERPOSE: crate::macros::Interpose = crate::macros::Interpose {
-        replacement: agentfs_fcntl_hook as *const (),
-        replacee: libc::fcntl as *const (),
-    };
+    static INTERPOSE: crate::macros::Interpose =
+        crate::macros::Interpose { replacement: agentfs_fcntl_hook as *const (), replacee: libc::fcntl as *const () };
 }

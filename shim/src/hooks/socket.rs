@@ -92,13 +92,7 @@ unsafe fn on_accept(real: accept::Fn, fd: c_int, addr: *mut sockaddr, len: *mut 
 }
 
 #[cfg(not(target_vendor = "apple"))]
-unsafe fn on_accept4(
-    real: accept4::Fn,
-    fd: c_int,
-    addr: *mut sockaddr,
-    len: *mut socklen_t,
-    flags: c_int,
-) -> Outcome {
+unsafe fn on_accept4(real: accept4::Fn, fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> Outcome {
     // SAFETY: accept4(2)'s contract for the out-parameters.
     let out = unsafe { OutAddr::new(addr, len) };
     // SAFETY: `a`/`l` describe a buffer owned by `accepted`.
@@ -115,11 +109,8 @@ fn accepted(fd: c_int, out: &OutAddr, call: impl FnOnce(*mut sockaddr, *mut sock
         return Outcome::Done(conn);
     }
     forget(conn);
-    let listener = if name.family() == libc::AF_UNIX {
-        state_or_recognize(fd).filter(|s| s.kind == Kind::Listener)
-    } else {
-        None
-    };
+    let listener =
+        if name.family() == libc::AF_UNIX { state_or_recognize(fd).filter(|s| s.kind == Kind::Listener) } else { None };
     let Some(listener) = listener else {
         out.write_raw(&name.storage, name.len);
         return Outcome::Done(conn);

@@ -129,7 +129,8 @@ unsafe fn on_getsockopt(
 #[cfg(target_os = "linux")]
 fn is_domain_query(level: c_int, name: c_int, value: Option<c_int>) -> bool {
     level == libc::SOL_SOCKET
-        && ((name == libc::SO_DOMAIN && value == Some(libc::AF_UNIX)) || (name == libc::SO_PROTOCOL && value == Some(0)))
+        && ((name == libc::SO_DOMAIN && value == Some(libc::AF_UNIX))
+            || (name == libc::SO_PROTOCOL && value == Some(0)))
 }
 
 #[cfg(not(target_os = "linux"))]

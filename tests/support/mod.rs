@@ -1,0 +1,229 @@
+//! Shared pieces of the end-to-end tests: a private AGENTFS_HOME per test,
+//! processes that are always ended (by pid) when a test finishes, polling
+//! with deadlines instead of sleeps, and a minimal HTTP client.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The shim built for these tests (the one the CLI embeds).
+pub fn shim() -> &'static str {
+    env!("AGENTFS_SHIM_BUILT")
+}
+
+/// The `agentfs` binary.
+pub fn agentfs() -> &'static str {
+    env!("CARGO_BIN_EXE_agentfs")
+}
+
+/// A fixture under tests/fixtures.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").join(name)
+}
+
+pub use agentfs_registry::testutil::TempDir;
+
+/// An AGENTFS_HOME of a test, with its `run/` directory.
+pub struct Home {
+    dir: TempDir,
+}
+
+impl Home {
+    pub fn new(tag: &str) -> Home {
+        Home { dir: TempDir::new(tag) }
+    }
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn run(&self) -> PathBuf {
+        self.path().join("run")
+    }
+    pub fn sock(&self, stem: &str) -> PathBuf {
+        self.run().join(format!("{stem}.sock"))
+    }
+    pub fn sidecar(&self, stem: &str) -> serde_json::Value {
+        let bytes = std::fs::read(self.run().join(format!("{stem}.json"))).unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+    /// File names in run/, sorted.
+    pub fn run_files(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.run())
+            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// A command with the shim loaded as a process of `app`/`instance`.
+    pub fn wrapped(&self, app: &str, instance: &str, program: &str) -> Command {
+        let mut c = Command::new(program);
+        c.env("LD_PRELOAD", shim())
+            .env("AGENTFS_HOME", self.path())
+            .env("AGENTFS_APP", app)
+            .env("AGENTFS_INSTANCE", instance)
+            .env("AGENTFS_DEBUG", "stderr")
+            .env_remove("AGENTFS_PORTS")
+            .env_remove("AGENTFS_SKIP_PORTS")
+            .env("PYTHONUNBUFFERED", "1");
+        c
+    }
+}
+
+/// A running process, killed (SIGKILL, by pid) and reaped on drop.
+pub struct Proc {
+    pub child: Child,
+    out: PathBuf,
+    err: PathBuf,
+    _dir: TempDir,
+}
+
+impl Proc {
+    /// Starts `cmd` with stdout/stderr captured to files.
+    pub fn spawn(mut cmd: Command) -> Proc {
+        let dir = TempDir::new("proc");
+        let out = dir.path().join("stdout");
+        let err = dir.path().join("stderr");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        Proc { child, out, err, _dir: dir }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.err).unwrap_or_default()
+    }
+    pub fn output(&self) -> String {
+        format!("--- stdout ---\n{}\n--- stderr ---\n{}", self.stdout(), self.stderr())
+    }
+
+    /// Sends a signal to the process.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.pid() as i32, sig) };
+    }
+
+    /// Waits for exit within `timeout`; panics (with the output) otherwise.
+    pub fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "process did not exit within {timeout:?}\n{}", self.output());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits until stdout contains `needle`.
+    pub fn wait_stdout(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let out = self.stdout();
+            if out.contains(needle) {
+                return out;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let out = self.stdout();
+                if out.contains(needle) {
+                    return out;
+                }
+                panic!("process exited ({status}) before printing {needle:?}\n{}", self.output());
+            }
+            assert!(Instant::now() < deadline, "no {needle:?} within {timeout:?}\n{}", self.output());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `f` until it returns `Some`, or panics with `what` after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits for a file to exist.
+pub fn wait_file(path: &Path, timeout: Duration) {
+    wait_for(&format!("{}", path.display()), timeout, || path.exists().then_some(()));
+}
+
+/// A response: status code and body.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+fn read_response(mut s: impl Read) -> std::io::Result<Response> {
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    Ok(Response { status, head: head.to_owned(), body: body.to_owned() })
+}
+
+/// `GET path` over a Unix socket, HTTP/1.0 (the server closes).
+pub fn get_unix(sock: &Path, path: &str) -> std::io::Result<Response> {
+    let mut s = UnixStream::connect(sock)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n")?;
+    read_response(s)
+}
+
+/// `GET path` over TCP with a Host header, HTTP/1.1 with `Connection: close`.
+pub fn get_tcp(port: u16, host: &str, path: &str, extra: &[(&str, &str)]) -> std::io::Result<Response> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(40)))?;
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for (k, v) in extra {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    read_response(s)
+}
+
+/// A TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Compiles a C fixture with gcc into `dir`; returns the executable.
+pub fn compile_c(source: &str, dir: &Path, extra: &[&str]) -> PathBuf {
+    let exe = dir.join(Path::new(source).file_stem().unwrap());
+    let status = Command::new("gcc")
+        .args(["-O1", "-Wall", "-Werror", "-pthread", "-o"])
+        .arg(&exe)
+        .arg(fixture(source))
+        .args(extra)
+        .status()
+        .expect("gcc runs");
+    assert!(status.success(), "gcc failed on {source}");
+    exe
+}
