@@ -23,6 +23,8 @@ pub struct Status {
     pub listeners: usize,
     pub apps: usize,
     pub static_routes: usize,
+    /// Requests waiting for a starting instance to listen.
+    pub waiting_requests: usize,
     /// Bumped on every route-table change.
     pub generation: u64,
 }

@@ -113,6 +113,7 @@ fn status(shared: &Shared) -> Status {
         listeners: table.listeners().count(),
         apps: view.apps.len(),
         static_routes: view.static_routes.len(),
+        waiting_requests: shared.waiting.load(std::sync::atomic::Ordering::Relaxed),
         generation: table.generation,
     }
 }
@@ -154,7 +155,8 @@ async fn delete_static(host: &str, shared: &Arc<Shared>) -> Res {
 }
 
 /// Loads `routes.json`, applies `edit`, saves it (atomically, durably) if
-/// `edit` changed something, then rescans so the table shows it.
+/// `edit` changed something, then rescans so the table shows it. Returns
+/// what `edit` returned.
 async fn edit_routes(
     shared: &Arc<Shared>,
     edit: impl FnOnce(&mut StaticRoutes) -> bool + Send + 'static,
@@ -163,17 +165,18 @@ async fn edit_routes(
     let file: PathBuf = shared.config.home.routes_file();
     let done = tokio::task::spawn_blocking(move || {
         let mut routes = StaticRoutes::load(&file).map_err(|e| e.to_string())?;
-        let changed = edit(&mut routes);
-        if changed {
+        let before = routes.clone();
+        let answer = edit(&mut routes);
+        if routes != before {
             routes.save(&file).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
         }
-        Ok::<bool, String>(changed)
+        Ok::<bool, String>(answer)
     })
     .await;
     match done {
-        Ok(Ok(changed)) => {
+        Ok(Ok(answer)) => {
             shared.rescan().await;
-            Ok(changed)
+            Ok(answer)
         }
         Ok(Err(why)) => Err(error(StatusCode::CONFLICT, why)),
         Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),

@@ -58,7 +58,7 @@ enum Step {
 /// Phase 2: the route, waiting up to `start_wait` while a wrapper runs but
 /// its app has not listened yet.
 async fn resolve(shared: &Shared, host: &Host, req: &Request<Incoming>) -> Resolved {
-    let mut changes: Option<tokio::sync::watch::Receiver<u64>> = None;
+    let mut changes: Option<(tokio::sync::watch::Receiver<u64>, Waiting<'_>)> = None;
     let deadline = tokio::time::Instant::now() + shared.config.start_wait;
     loop {
         let step = {
@@ -78,14 +78,30 @@ async fn resolve(shared: &Shared, host: &Host, req: &Request<Incoming>) -> Resol
             Step::Done(r) => return r,
             Step::Wait { app, instance, wrapper_pid } => (app, instance, wrapper_pid),
         };
-        let Some(rx) = changes.as_mut() else {
-            changes = Some(shared.subscribe());
+        let Some((rx, _)) = changes.as_mut() else {
+            changes = Some((shared.subscribe(), Waiting::new(shared)));
             continue;
         };
         tokio::select! {
             r = rx.changed() => if r.is_err() { return Resolved::Answer(starting(&app, instance, wrapper_pid, req)) },
             _ = tokio::time::sleep_until(deadline) => return Resolved::Answer(starting(&app, instance, wrapper_pid, req)),
         }
+    }
+}
+
+/// Counts a request in [`Shared::waiting`] while it lives.
+struct Waiting<'a>(&'a Shared);
+
+impl<'a> Waiting<'a> {
+    fn new(shared: &'a Shared) -> Waiting<'a> {
+        shared.waiting.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Waiting(shared)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -26,6 +26,8 @@ pub struct Shared {
     rescan_notify: Notify,
     rescan_done: watch::Sender<u64>,
     stop: watch::Sender<bool>,
+    /// Requests now waiting for a starting instance.
+    pub waiting: std::sync::atomic::AtomicUsize,
     /// Serialises edits of `routes.json`.
     pub routes_lock: tokio::sync::Mutex<()>,
 }
@@ -43,6 +45,7 @@ impl Shared {
             rescan_notify: Notify::new(),
             rescan_done: watch::Sender::new(0),
             stop: watch::Sender::new(false),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
             routes_lock: tokio::sync::Mutex::new(()),
         })
     }
