@@ -24,12 +24,14 @@ use tokio::net::TcpStream;
 
 const CHILD: &str = "AGENTFS_ROUTER_TEST_CHILD";
 
+type Check = fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
+
 fn main() -> ExitCode {
     if std::env::var_os(CHILD).is_some() {
         return child_router();
     }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let checks: [(&str, fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>); 2] = [
+    let checks: [(&str, Check); 2] = [
         ("sigterm_drains_in_flight_refuses_new_and_exits_0", || Box::pin(sigterm_drain())),
         ("upload_of_200_mb_streams_with_small_rss_growth", || Box::pin(upload_rss())),
     ];
