@@ -229,6 +229,32 @@ pub fn remove_listener_files(run_dir: &Path, listener: &Listener) -> io::Result<
     Ok(())
 }
 
+/// Removes the sidecar of an orphan found by [`scan`] (its socket was
+/// already gone), unless it changed since: a sidecar that now names another
+/// process belongs to a newer listener and is left alone. The socket path is
+/// not touched: a socket there now is a newer listener's.
+pub fn remove_orphan_sidecar(run_dir: &Path, stem: &str, sidecar: &Sidecar) -> io::Result<()> {
+    let json = sidecar_path(run_dir, stem);
+    match record::read::<Sidecar>(&json) {
+        Ok(now) if (now.pid, now.started_at_ms) == (sidecar.pid, sidecar.started_at_ms) => {}
+        _ => return Ok(()),
+    }
+    remove_if_present(&json)
+}
+
+/// Removes the record of a wrapper found by [`scan`] (e.g. once its process is gone).
+pub fn remove_wrapper_record(run_dir: &Path, wrapper: &WrapperRecord) -> io::Result<()> {
+    let stem = crate::runfile::wrapper_stem(&wrapper.app, &wrapper.instance, wrapper.wrapper_pid);
+    remove_if_present(&run_dir.join(format!("{stem}.{JSON_EXT}")))
+}
+
+fn remove_if_present(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 #[path = "scan_tests.rs"]
 mod tests;

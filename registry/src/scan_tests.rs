@@ -155,3 +155,33 @@ fn missing_run_dir_is_empty() {
     let snap = scan(Path::new("/nonexistent/agentfs/run")).unwrap();
     assert!(snap.listeners.is_empty() && snap.problems.is_empty());
 }
+
+#[test]
+fn orphans_and_wrapper_records_are_removed_only_if_unchanged() {
+    let t = TempDir::new("scan");
+    let run = t.path();
+    let stem = "shop.main.3000";
+    record::write(&sidecar_path(run, stem), &sidecar(run, stem, "shop", "main", 3000, 1)).unwrap();
+    let (orphan_stem, orphan) = scan(run).unwrap().orphans.remove(0);
+    let mut newer = orphan.clone();
+    newer.started_at_ms += 1;
+    record::write(&sidecar_path(run, stem), &newer).unwrap();
+    remove_orphan_sidecar(run, &orphan_stem, &orphan).unwrap();
+    assert!(sidecar_path(run, stem).exists(), "a newer sidecar is left alone");
+    remove_orphan_sidecar(run, &orphan_stem, &newer).unwrap();
+    assert!(!sidecar_path(run, stem).exists());
+
+    let w = WrapperRecord {
+        v: VERSION,
+        app: label("shop"),
+        instance: label("main"),
+        wrapper_pid: 9,
+        cmd: vec![],
+        cwd: "/".into(),
+        started_at_ms: 1,
+    };
+    record::write(&run.join("shop.main.wrapper-9.json"), &w).unwrap();
+    remove_wrapper_record(run, &w).unwrap();
+    remove_wrapper_record(run, &w).unwrap();
+    assert_eq!(fs::read_dir(run).unwrap().count(), 0);
+}

@@ -1,0 +1,213 @@
+//! The router's own answers — 400, 404, 421, 502, 503, 508 — each in the
+//! form the client wants: HTML for browsers, JSON for `Accept:
+//! application/json`, plain text otherwise. A 404 lists the live apps so a
+//! person who mistyped a name sees the right one.
+
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use serde_json::json;
+
+use crate::api::RoutesView;
+use crate::body::{Body, full};
+
+/// How an answer is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Html,
+    Json,
+    Text,
+}
+
+impl Format {
+    /// JSON when asked for (and HTML is not), HTML for browsers, else text.
+    pub fn of(headers: &HeaderMap) -> Format {
+        let accept = headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok());
+        let (mut html, mut json) = (false, false);
+        for a in accept {
+            html |= a.contains("text/html");
+            json |= a.contains("application/json");
+        }
+        match (html, json) {
+            (true, _) => Format::Html,
+            (false, true) => Format::Json,
+            _ => Format::Text,
+        }
+    }
+}
+
+/// One of the router's own answers.
+pub struct Answer<'a> {
+    pub status: StatusCode,
+    /// Short: "unknown host".
+    pub title: &'static str,
+    /// One or more sentences naming what happened and what to do.
+    pub message: String,
+    /// Live apps to list (404).
+    pub routes: Option<&'a RoutesView>,
+}
+
+impl Answer<'_> {
+    /// The response in `fmt`.
+    pub fn render(&self, fmt: Format) -> Response<Body> {
+        let (ctype, bytes) = match fmt {
+            Format::Json => ("application/json", self.json().into_bytes()),
+            Format::Html => ("text/html; charset=utf-8", self.html().into_bytes()),
+            Format::Text => ("text/plain; charset=utf-8", self.text().into_bytes()),
+        };
+        let mut res = Response::new(full(bytes));
+        *res.status_mut() = self.status;
+        res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+        res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        res
+    }
+
+    fn json(&self) -> String {
+        let mut v = json!({ "status": self.status.as_u16(), "error": self.title, "message": self.message });
+        if let Some(r) = self.routes {
+            v["apps"] = serde_json::to_value(&r.apps).unwrap_or_default();
+            v["static_routes"] = serde_json::to_value(&r.static_routes).unwrap_or_default();
+        }
+        v.to_string()
+    }
+
+    fn text(&self) -> String {
+        let mut s = format!("{} {}\n{}\n", self.status.as_u16(), self.title, self.message);
+        if let Some(r) = self.routes {
+            s.push_str(if r.apps.is_empty() && r.static_routes.is_empty() {
+                "\nNo apps are running.\n"
+            } else {
+                "\nLive apps:\n"
+            });
+            for a in &r.apps {
+                for i in &a.instances {
+                    s.push_str(&format!(
+                        "  {} ({}){}  {}\n",
+                        a.app,
+                        i.instance,
+                        if i.default { " default" } else { "" },
+                        i.url
+                    ));
+                }
+            }
+            for st in &r.static_routes {
+                s.push_str(&format!("  {} → {}  {}\n", st.host, st.target, st.url));
+            }
+        }
+        s
+    }
+
+    fn html(&self) -> String {
+        let mut s = format!(
+            "<!doctype html><html><head><meta charset=utf-8><title>{code} {title} · agentfs</title>{STYLE}</head><body>\
+             <h1>{code} {title}</h1><p>{msg}</p>",
+            code = self.status.as_u16(),
+            title = escape(self.title),
+            msg = escape(&self.message),
+        );
+        if let Some(r) = self.routes {
+            s.push_str(&routes_html(r));
+        }
+        s.push_str("</body></html>\n");
+        s
+    }
+}
+
+pub(crate) const STYLE: &str = "<style>body{font:15px/1.5 system-ui,sans-serif;margin:2em auto;max-width:52em;\
+padding:0 1em;color:#222}table{border-collapse:collapse}td,th{padding:.2em .8em;text-align:left;\
+border-bottom:1px solid #ddd}code{background:#f4f4f4;padding:0 .3em}</style>";
+
+/// An HTML table of live apps, instances and static routes.
+pub(crate) fn routes_html(r: &RoutesView) -> String {
+    if r.apps.is_empty() && r.static_routes.is_empty() {
+        return "<p>No apps are running. Start one with <code>agentfs wrap -- npm run dev</code>.</p>".into();
+    }
+    let mut s = String::from("<table><tr><th>App</th><th>Instance</th><th>URL</th><th>Ports</th></tr>");
+    for a in &r.apps {
+        for i in &a.instances {
+            let ports: Vec<String> =
+                i.ports.iter().map(|p| format!("<a href=\"{u}\">{}</a>", p.port, u = escape(&p.url))).collect();
+            let default =
+                if i.default { format!(" · <a href=\"{u}\">{u}</a>", u = escape(&a.url)) } else { String::new() };
+            s.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td><a href=\"{u}\">{u}</a>{default}</td><td>{}</td></tr>",
+                escape(&a.app),
+                escape(&i.instance),
+                ports.join(" "),
+                u = escape(&i.url),
+            ));
+        }
+    }
+    for st in &r.static_routes {
+        s.push_str(&format!(
+            "<tr><td colspan=2>static → <code>{}</code></td><td><a href=\"{u}\">{u}</a></td><td></td></tr>",
+            escape(&st.target),
+            u = escape(&st.url)
+        ));
+    }
+    s.push_str("</table>");
+    s
+}
+
+/// Escapes text for HTML element and attribute content.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{AppView, InstanceView};
+
+    fn headers(accept: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, HeaderValue::from_str(accept).unwrap());
+        h
+    }
+
+    #[test]
+    fn content_negotiation() {
+        assert_eq!(Format::of(&headers("text/html,application/xhtml+xml,*/*;q=0.8")), Format::Html);
+        assert_eq!(Format::of(&headers("application/json")), Format::Json);
+        assert_eq!(Format::of(&headers("*/*")), Format::Text);
+        assert_eq!(Format::of(&HeaderMap::new()), Format::Text);
+    }
+
+    #[test]
+    fn not_found_lists_apps_in_every_format() {
+        let inst = InstanceView {
+            instance: "main".into(),
+            default: true,
+            url: "http://main.shop.localhost:7355".into(),
+            primary_port: 3000,
+            started_at_ms: 1,
+            ports: vec![],
+        };
+        let app = AppView { app: "shop".into(), url: "http://shop.localhost:7355".into(), instances: vec![inst] };
+        let routes = RoutesView { apps: vec![app], ..RoutesView::default() };
+        let a = Answer {
+            status: StatusCode::NOT_FOUND,
+            title: "unknown host",
+            message: "no app is called <x>".into(),
+            routes: Some(&routes),
+        };
+        assert!(a.html().contains("http://main.shop.localhost:7355"));
+        assert!(a.html().contains("&lt;x&gt;"), "the Host is escaped");
+        let j: serde_json::Value = serde_json::from_str(&a.json()).unwrap();
+        assert_eq!(j["status"], 404);
+        assert_eq!(j["apps"][0]["instances"][0]["url"], "http://main.shop.localhost:7355");
+        assert!(a.text().contains("shop (main) default  http://main.shop.localhost:7355"));
+        let r = a.render(Format::Json);
+        assert_eq!(r.status(), 404);
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+    }
+}

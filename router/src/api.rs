@@ -1,0 +1,94 @@
+//! The JSON shapes of the management API and of the dashboard's
+//! `/api/routes`, shared by the server and [`crate::client`], so the CLI reads
+//! exactly what the router writes.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// `GET /v1/status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub pid: u32,
+    pub version: String,
+    /// The HTTP port in use.
+    pub port: u16,
+    /// Addresses listened on, e.g. `127.0.0.1:7355`, `[::1]:7355`.
+    pub listening: Vec<String>,
+    /// `http://localhost[:port]`: the dashboard.
+    pub url: String,
+    pub home: PathBuf,
+    pub started_at_ms: u64,
+    /// Routed sockets and TCP fallbacks found in `run/`.
+    pub listeners: usize,
+    pub apps: usize,
+    pub static_routes: usize,
+    /// Requests waiting for a starting instance to listen.
+    pub waiting_requests: usize,
+    /// Bumped on every route-table change.
+    pub generation: u64,
+}
+
+/// `GET /v1/routes` and the dashboard's `/api/routes`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutesView {
+    pub apps: Vec<AppView>,
+    pub static_routes: Vec<StaticView>,
+    /// Instances whose wrapper runs but whose app has not listened yet.
+    pub starting: Vec<StartingView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppView {
+    pub app: String,
+    /// URL of the default instance.
+    pub url: String,
+    /// Default instance first.
+    pub instances: Vec<InstanceView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceView {
+    pub instance: String,
+    pub default: bool,
+    pub url: String,
+    pub primary_port: u16,
+    pub started_at_ms: u64,
+    pub ports: Vec<PortView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortView {
+    pub port: u16,
+    pub url: String,
+    /// One per replica: socket path or `host:port`.
+    pub targets: Vec<String>,
+    pub pids: Vec<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaticView {
+    pub host: String,
+    pub url: String,
+    pub target: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartingView {
+    pub app: String,
+    pub instance: String,
+    pub wrapper_pid: u32,
+}
+
+/// Body of `PUT /v1/static/<host>`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutStatic {
+    /// `/path/to.sock`, `host:port` or `port`.
+    pub target: String,
+}
+
+/// Body of every error answer of the management API.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: String,
+}

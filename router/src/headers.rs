@@ -1,0 +1,150 @@
+//! Header rules of the forwarding phase: hop-by-hop headers (and those the
+//! `Connection` header names) are stripped both ways, `Upgrade` survives on
+//! upgrade requests, `X-Forwarded-*` are set, and `x-agentfs-hops` counts
+//! passes through a router so a route pointing back at it ends in a 508.
+
+use std::net::SocketAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// The loop counter header.
+pub const HOPS: HeaderName = HeaderName::from_static("x-agentfs-hops");
+/// Passes allowed; the next one is a loop (508).
+pub const MAX_HOPS: u32 = 5;
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1, plus the legacy ones).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Whether a request asks to switch protocols (WebSocket, HMR).
+pub fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")
+}
+
+/// The hops a request has made so far (a bad value counts as the maximum).
+pub fn hops(headers: &HeaderMap) -> u32 {
+    match headers.get(&HOPS) {
+        None => 0,
+        Some(v) => v.to_str().ok().and_then(|s| s.trim().parse().ok()).unwrap_or(MAX_HOPS),
+    }
+}
+
+/// Removes hop-by-hop headers; keeps `Connection: upgrade` + `Upgrade` when `upgrade`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .filter(|n| !(upgrade && n == header::UPGRADE))
+            .collect();
+        for n in named {
+            headers.remove(n);
+        }
+    }
+    for n in &HOP_BY_HOP {
+        headers.remove(n);
+    }
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// Sets the headers an app behind the router is told: who asked, over what,
+/// for which host and port, and how many routers the request passed.
+pub fn set_forwarded(headers: &mut HeaderMap, peer: SocketAddr, host: &str, local_port: u16, hops: u32) {
+    let ip = peer.ip().to_canonical().to_string();
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
+        _ => ip,
+    };
+    if let Ok(v) = HeaderValue::try_from(xff) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    if let Ok(v) = HeaderValue::from_str(host) {
+        headers.insert(X_FORWARDED_HOST, v);
+    }
+    headers.insert(X_FORWARDED_PORT, HeaderValue::from(local_port));
+    headers.insert(HOPS, HeaderValue::from(hops + 1));
+}
+
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn strips_hop_by_hop_and_named_headers() {
+        let mut h = map(&[
+            ("connection", "keep-alive, X-Secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-connection", "keep-alive"),
+            ("upgrade", "websocket"),
+            ("origin", "http://shop.localhost"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["origin"]);
+    }
+
+    #[test]
+    fn upgrade_keeps_upgrade() {
+        let mut h = map(&[("connection", "Upgrade, x-a"), ("upgrade", "websocket"), ("x-a", "1")]);
+        assert!(wants_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.get("upgrade").unwrap(), "websocket");
+        assert_eq!(h.get("connection").unwrap(), "upgrade");
+        assert!(h.get("x-a").is_none());
+        assert!(!wants_upgrade(&map(&[("upgrade", "websocket")])));
+    }
+
+    #[test]
+    fn forwarded_and_hops() {
+        let mut h = map(&[("x-forwarded-for", "10.0.0.1"), ("x-agentfs-hops", "2")]);
+        assert_eq!(hops(&h), 2);
+        let n = hops(&h);
+        set_forwarded(&mut h, "[::ffff:127.0.0.1]:5000".parse().unwrap(), "shop.localhost:7355", 7355, n);
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.1, 127.0.0.1");
+        assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
+        assert_eq!(h.get("x-forwarded-host").unwrap(), "shop.localhost:7355");
+        assert_eq!(h.get("x-forwarded-port").unwrap(), "7355");
+        assert_eq!(h.get("x-agentfs-hops").unwrap(), "3");
+        assert_eq!(hops(&map(&[("x-agentfs-hops", "junk")])), MAX_HOPS);
+    }
+}

@@ -1,0 +1,49 @@
+//! The agentfs router: a daemon on loopback that finds wrapped apps' Unix
+//! sockets in `$AGENTFS_HOME/run/` and proxies `http://<app>.localhost` and
+//! `http://<instance>.<app>.localhost` to them by Host header. A library: the
+//! `agentfs router run` command of the CLI calls [`run`].
+//!
+//! # Layout
+//! Public: [`config`] (what it is told), [`serve`] / [`run`] (from
+//! `lifecycle`), [`client`] (blocking management client), [`api`] (its JSON
+//! shapes), [`pidfile`] (who the running router is), [`error`].
+//!
+//! The request path, one phase per module: `host` (parse the Host) →
+//! `table` (resolve; an atomically swapped route table) → `pool` (pooled
+//! upstream connections) → `proxy` (forward, stream) / `tunnel` (upgrades),
+//! with `headers` (hop-by-hop, X-Forwarded-*, hop count), `answers` (the
+//! router's own 4xx/5xx), `dashboard` and `body`.
+//!
+//! Around it: `discovery` (scan, watch, sweep) with `pidwatch` (process
+//! exits), `server` (accept loops, graceful drain), `listen` (addresses),
+//! `limits` (header size/time, connections), `mgmt` (the `router.sock` API),
+//! `state` (what the running parts share).
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod pidfile;
+
+mod answers;
+mod body;
+mod dashboard;
+mod discovery;
+mod headers;
+mod host;
+mod lifecycle;
+mod limits;
+mod listen;
+mod mgmt;
+mod pidwatch;
+mod pool;
+mod proxy;
+mod server;
+mod state;
+mod table;
+mod tunnel;
+
+pub use config::{Config, ConfigError, Limits};
+pub use error::RouterError;
+pub use lifecycle::{run, serve};

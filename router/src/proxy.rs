@@ -1,0 +1,257 @@
+//! The request path, in named phases: parse the Host (`host`), resolve it
+//! (`table`; waiting while an instance starts), connect (`pool`, trying
+//! replicas in turn), then forward the request and stream the response, or
+//! tunnel an upgrade (`tunnel`). Every failure becomes one of the router's
+//! own answers; nothing here returns an error to hyper.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
+use hyper::body::Incoming;
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::answers::{Answer, Format};
+use crate::body::{self, Body};
+use crate::headers;
+use crate::host::{Host, HostError};
+use crate::pool::{self, ConnectError, Upstream};
+use crate::state::Shared;
+use crate::table::{Lookup, ReplicaSet, Table};
+use crate::{dashboard, tunnel};
+
+/// One client connection's context.
+pub struct ConnCtx {
+    pub shared: Arc<Shared>,
+    pub peer: SocketAddr,
+    pub local_port: u16,
+    /// Held while the connection (or a tunnel made from it) lives.
+    pub _permit: Option<OwnedSemaphorePermit>,
+}
+
+/// Serves one request from a client.
+pub async fn handle(req: Request<Incoming>, cx: Arc<ConnCtx>) -> Result<Response<Body>, Infallible> {
+    let host = match Host::of_request(&req) {
+        Ok(h) => h,
+        Err(e) => return Ok(host_error(e, Format::of(req.headers()))),
+    };
+    let set = match resolve(&cx.shared, &host, &req).await {
+        Resolved::Set(set) => set,
+        Resolved::Dashboard(table) => return Ok(dashboard::serve(&req, &table, &cx.shared)),
+        Resolved::Answer(res) => return Ok(res),
+    };
+    Ok(forward(req, &set, cx).await)
+}
+
+enum Resolved {
+    Set(Arc<ReplicaSet>),
+    Dashboard(Arc<Table>),
+    Answer(Response<Body>),
+}
+
+enum Step {
+    Done(Resolved),
+    Wait { app: String, instance: Option<String>, wrapper_pid: u32 },
+}
+
+/// Phase 2: the route, waiting up to `start_wait` while a wrapper runs but
+/// its app has not listened yet.
+async fn resolve(shared: &Shared, host: &Host, req: &Request<Incoming>) -> Resolved {
+    let mut changes: Option<(tokio::sync::watch::Receiver<u64>, Waiting<'_>)> = None;
+    let deadline = tokio::time::Instant::now() + shared.config.start_wait;
+    loop {
+        let step = {
+            let table = shared.table();
+            match table.resolve(host) {
+                Lookup::Route(set) => Step::Done(Resolved::Set(set.clone())),
+                Lookup::Dashboard => Step::Done(Resolved::Dashboard(arc_swap::Guard::into_inner(table))),
+                Lookup::Unknown => Step::Done(Resolved::Answer(not_found(host, &table, req))),
+                Lookup::Starting(w) => Step::Wait {
+                    app: w.app.to_string(),
+                    instance: host.app_ref().and_then(|r| r.instance.map(str::to_owned)),
+                    wrapper_pid: w.wrapper_pid,
+                },
+            }
+        };
+        let (app, instance, wrapper_pid) = match step {
+            Step::Done(r) => return r,
+            Step::Wait { app, instance, wrapper_pid } => (app, instance, wrapper_pid),
+        };
+        let Some((rx, _)) = changes.as_mut() else {
+            changes = Some((shared.subscribe(), Waiting::new(shared)));
+            continue;
+        };
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return Resolved::Answer(starting(&app, instance, wrapper_pid, req)) },
+            _ = tokio::time::sleep_until(deadline) => return Resolved::Answer(starting(&app, instance, wrapper_pid, req)),
+        }
+    }
+}
+
+/// Counts a request in [`Shared::waiting`] while it lives.
+struct Waiting<'a>(&'a Shared);
+
+impl<'a> Waiting<'a> {
+    fn new(shared: &'a Shared) -> Waiting<'a> {
+        shared.waiting.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Waiting(shared)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Phases 3 and 4: connect to a replica and forward.
+async fn forward(mut req: Request<Incoming>, set: &ReplicaSet, cx: Arc<ConnCtx>) -> Response<Body> {
+    let fmt = Format::of(req.headers());
+    let hops = headers::hops(req.headers());
+    if hops >= headers::MAX_HOPS {
+        let message = format!("{} has passed through {hops} routers: a route points back at the router", set.what);
+        return Answer { status: StatusCode::LOOP_DETECTED, title: "loop detected", message, routes: None }.render(fmt);
+    }
+    if req.method() == Method::CONNECT {
+        let message = "the agentfs router is not a forward proxy".to_owned();
+        return Answer { status: StatusCode::METHOD_NOT_ALLOWED, title: "CONNECT not allowed", message, routes: None }
+            .render(fmt);
+    }
+    let upgrade = req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    prepare(&mut req, &cx, hops, upgrade);
+    let mut failures: Vec<(String, String)> = Vec::new();
+    for up in set.candidates() {
+        match send(up, req).await {
+            Ok(res) => return respond(res, client_upgrade, cx, set, fmt),
+            Err(SendError::Connect(e, back)) => {
+                if let (ConnectError::Gone(_), Some(l)) = (&e, &up.listener) {
+                    crate::discovery::sweep_refused(&cx.shared, l);
+                }
+                failures.push((up.target.to_string(), e.to_string()));
+                req = back;
+            }
+            Err(SendError::Failed(e)) => {
+                failures.push((up.target.to_string(), format!("the app failed to answer: {e}")));
+                break;
+            }
+        }
+    }
+    bad_gateway(set, &failures, fmt)
+}
+
+/// Rewrites a client request for the app: origin-form URI, HTTP/1.1, a Host
+/// header (from the authority for h2 clients), hop-by-hop headers out,
+/// `X-Forwarded-*` and the hop count in.
+fn prepare(req: &mut Request<Incoming>, cx: &ConnCtx, hops: u32, upgrade: bool) {
+    let host_value = match req.headers().get(header::HOST) {
+        Some(h) => h.clone(),
+        None => req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            .unwrap_or(HeaderValue::from_static("localhost")),
+    };
+    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    if req.uri().scheme().is_some() || req.uri().authority().is_some() {
+        if let Ok(uri) = pq.parse::<Uri>() {
+            *req.uri_mut() = uri;
+        }
+    }
+    *req.version_mut() = Version::HTTP_11;
+    let h = req.headers_mut();
+    headers::strip_hop_by_hop(h, upgrade);
+    headers::set_forwarded(h, cx.peer, host_value.to_str().unwrap_or(""), cx.local_port, hops);
+    h.insert(header::HOST, host_value);
+}
+
+#[allow(clippy::large_enum_variant)] // built once per attempt, never stored
+enum SendError {
+    /// No connection could be made; the request comes back for the next replica.
+    Connect(ConnectError, Request<Incoming>),
+    /// The request was (partly) sent and failed: it cannot be replayed.
+    Failed(hyper::Error),
+}
+
+/// Sends on a pooled connection; if that connection turns out closed before
+/// the request left, once more on a fresh one.
+async fn send(up: &Arc<Upstream>, mut req: Request<Incoming>) -> Result<Response<Incoming>, SendError> {
+    let mut fresh = false;
+    loop {
+        let tx = if fresh { up.connect().await } else { up.checkout().await };
+        let mut tx = match tx {
+            Ok(tx) => tx,
+            Err(e) => return Err(SendError::Connect(e, req)),
+        };
+        match tx.try_send_request(req).await {
+            Ok(res) => {
+                if res.status() != StatusCode::SWITCHING_PROTOCOLS {
+                    pool::recycle(up.clone(), tx);
+                }
+                return Ok(res);
+            }
+            Err(mut e) => match e.take_message() {
+                Some(back) if !fresh => {
+                    req = back;
+                    fresh = true;
+                }
+                _ => return Err(SendError::Failed(e.into_error())),
+            },
+        }
+    }
+}
+
+fn respond(
+    mut res: Response<Incoming>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    cx: Arc<ConnCtx>,
+    set: &ReplicaSet,
+    fmt: Format,
+) -> Response<Body> {
+    let switching = res.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if switching {
+        let Some(client) = client_upgrade else {
+            let failure = [(set.what.clone(), "the app switched protocols without being asked".to_owned())];
+            return bad_gateway(set, &failure, fmt);
+        };
+        let app = hyper::upgrade::on(&mut res);
+        tokio::spawn(tunnel::run(client, app, cx));
+    }
+    headers::strip_hop_by_hop(res.headers_mut(), switching);
+    res.map(body::stream)
+}
+
+fn host_error(e: HostError, fmt: Format) -> Response<Body> {
+    let (status, title, message) = match e {
+        HostError::Missing => (StatusCode::BAD_REQUEST, "missing Host", "the request names no host".to_owned()),
+        HostError::Malformed(h) => (StatusCode::BAD_REQUEST, "bad Host", format!("{h:?} is not a valid host name")),
+        HostError::Misdirected(h) => (
+            StatusCode::MISDIRECTED_REQUEST,
+            "not a localhost name",
+            format!("{h:?} is not localhost or a name under .localhost; the agentfs router only serves those"),
+        ),
+    };
+    Answer { status, title, message, routes: None }.render(fmt)
+}
+
+fn not_found(host: &Host, table: &Table, req: &Request<Incoming>) -> Response<Body> {
+    let message = format!("no running app answers to {}", host.name());
+    Answer { status: StatusCode::NOT_FOUND, title: "unknown host", message, routes: Some(table.view()) }
+        .render(Format::of(req.headers()))
+}
+
+fn starting(app: &str, instance: Option<String>, wrapper_pid: u32, req: &Request<Incoming>) -> Response<Body> {
+    let who = instance.map_or_else(|| app.to_owned(), |i| format!("{app} ({i})"));
+    let message = format!("{who} is starting (agentfs wrap pid {wrapper_pid}) but has not listened yet; retry soon");
+    let mut res = Answer { status: StatusCode::SERVICE_UNAVAILABLE, title: "app starting", message, routes: None }
+        .render(Format::of(req.headers()));
+    res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+    res
+}
+
+fn bad_gateway(set: &ReplicaSet, failures: &[(String, String)], fmt: Format) -> Response<Body> {
+    let tried: Vec<String> = failures.iter().map(|(t, why)| format!("{t}: {why}")).collect();
+    let message = format!("{} is not answering. Tried {}", set.what, tried.join("; "));
+    Answer { status: StatusCode::BAD_GATEWAY, title: "app not answering", message, routes: None }.render(fmt)
+}

@@ -1,0 +1,259 @@
+//! Phase 2 of a request: the route table. Built whole from a scan of `run/`
+//! plus `routes.json`, then swapped in atomically (see `discovery`): readers
+//! never lock and never see half a table. Upstreams (and so their pooled
+//! connections) are carried over from the previous table when the listener
+//! behind them is the same one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use agentfs_registry::model::{self, Instance};
+use agentfs_registry::names::{Label, hostname, url};
+use agentfs_registry::record::{Target, WrapperRecord};
+use agentfs_registry::routes::StaticRoutes;
+use agentfs_registry::scan::Listener;
+
+use crate::api::{AppView, InstanceView, PortView, RoutesView, StartingView, StaticView};
+use crate::host::Host;
+use crate::pool::Upstream;
+
+/// The replicas behind one host, tried round-robin.
+pub struct ReplicaSet {
+    /// What this is, for messages: `shop (main) port 3000` or a static host.
+    pub what: String,
+    pub upstreams: Vec<Arc<Upstream>>,
+    next: AtomicUsize,
+}
+
+impl ReplicaSet {
+    fn new(what: String, upstreams: Vec<Arc<Upstream>>) -> Arc<ReplicaSet> {
+        Arc::new(ReplicaSet { what, upstreams, next: AtomicUsize::new(0) })
+    }
+
+    /// The order to try replicas in: round-robin, the ones last found dead at the end.
+    pub fn candidates(&self) -> impl Iterator<Item = &Arc<Upstream>> {
+        let n = self.upstreams.len();
+        let start = if n > 1 { self.next.fetch_add(1, Ordering::Relaxed) % n } else { 0 };
+        let ring = move || (0..n).map(move |i| &self.upstreams[(start + i) % n]);
+        ring().filter(|u| !u.is_dead()).chain(ring().filter(|u| u.is_dead()))
+    }
+}
+
+struct InstanceRoutes {
+    label: Label,
+    primary_port: u16,
+    ports: BTreeMap<u16, Arc<ReplicaSet>>,
+}
+
+struct AppRoutes {
+    /// Default (earliest-started) first.
+    instances: Vec<InstanceRoutes>,
+}
+
+/// What a host resolves to.
+pub enum Lookup<'a> {
+    Dashboard,
+    Route(&'a Arc<ReplicaSet>),
+    /// Not listening yet, but its wrapper runs: wait for it.
+    Starting(&'a WrapperRecord),
+    Unknown,
+}
+
+/// Identity of an upstream across tables: same file and same process.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum UpKey {
+    Listener { stem: String, ino: Option<u64>, pid: Option<u32>, started_at_ms: u64, target: Target },
+    Static { host: String, target: Target },
+}
+
+/// An immutable route table.
+#[derive(Default)]
+pub struct Table {
+    pub generation: u64,
+    pub router_port: u16,
+    apps: HashMap<String, AppRoutes>,
+    statics: HashMap<String, Arc<ReplicaSet>>,
+    starting: Vec<WrapperRecord>,
+    upstreams: BTreeMap<UpKey, Arc<Upstream>>,
+    view: RoutesView,
+}
+
+impl Table {
+    /// No routes yet.
+    pub fn empty(router_port: u16) -> Table {
+        Table { router_port, ..Table::default() }
+    }
+
+    /// Builds a table from live listeners, running wrappers and static
+    /// routes, reusing `old`'s upstreams where the listener is unchanged.
+    pub fn build(
+        listeners: Vec<Listener>,
+        wrappers: Vec<WrapperRecord>,
+        statics: &StaticRoutes,
+        old: &Table,
+        router_port: u16,
+    ) -> Table {
+        let mut t = Table { router_port, starting: wrappers, ..Table::default() };
+        let mut reuse = |key: UpKey, target: &Target, listener: Option<&Listener>| {
+            let up =
+                old.upstreams.get(&key).cloned().unwrap_or_else(|| Upstream::new(target.clone(), listener.cloned()));
+            t.upstreams.insert(key, up.clone());
+            up
+        };
+        for (host, target) in &statics.routes {
+            let up = reuse(UpKey::Static { host: host.clone(), target: target.clone() }, target, None);
+            t.statics.insert(host.clone(), ReplicaSet::new(host.clone(), vec![up]));
+        }
+        for (app, a) in model::group(listeners) {
+            let instances = a.instances.iter().map(|i| instance_routes(i, &mut reuse)).collect();
+            t.apps.insert(app.as_str().to_owned(), AppRoutes { instances });
+        }
+        t.starting.retain(|w| {
+            let listening =
+                t.apps.get(w.app.as_str()).is_some_and(|a| a.instances.iter().any(|i| i.label == w.instance));
+            !listening
+        });
+        t.view = t.make_view(statics);
+        t
+    }
+
+    /// Whether `other` routes exactly as this table does.
+    pub fn same_routes(&self, other: &Table) -> bool {
+        self.upstreams.keys().eq(other.upstreams.keys())
+            && self.starting == other.starting
+            && self.router_port == other.router_port
+    }
+
+    /// Resolves a host: static routes first (exact), then the dashboard, then the grammar.
+    pub fn resolve(&self, host: &Host) -> Lookup<'_> {
+        if let Some(set) = self.statics.get(host.name()) {
+            return Lookup::Route(set);
+        }
+        if host.is_dashboard() {
+            return Lookup::Dashboard;
+        }
+        let Some(r) = host.app_ref() else { return Lookup::Unknown };
+        let inst = self.apps.get(r.app).and_then(|a| match r.instance {
+            None => a.instances.first(),
+            Some(label) => a.instances.iter().find(|i| i.label.as_str() == label),
+        });
+        if let Some(set) = inst.and_then(|i| i.ports.get(&r.port.unwrap_or(i.primary_port))) {
+            return Lookup::Route(set);
+        }
+        let waiting = self
+            .starting
+            .iter()
+            .find(|w| w.app.as_str() == r.app && r.instance.is_none_or(|label| w.instance.as_str() == label));
+        waiting.map_or(Lookup::Unknown, Lookup::Starting)
+    }
+
+    /// The live routes, as the API and the dashboard show them.
+    pub fn view(&self) -> &RoutesView {
+        &self.view
+    }
+
+    /// Every upstream of a discovered listener.
+    pub fn listeners(&self) -> impl Iterator<Item = &Listener> {
+        self.upstreams.values().filter_map(|u| u.listener.as_ref())
+    }
+
+    /// Pids whose exit changes this table: listeners and starting wrappers.
+    pub fn watched_pids(&self) -> Vec<u32> {
+        let mut pids: Vec<u32> = self.listeners().filter_map(|l| l.pid).collect();
+        pids.extend(self.starting.iter().map(|w| w.wrapper_pid));
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
+    fn make_view(&self, statics: &StaticRoutes) -> RoutesView {
+        let port = self.router_port;
+        let mut apps: Vec<AppView> = Vec::new();
+        let mut names: Vec<&String> = self.apps.keys().collect();
+        names.sort();
+        for name in names {
+            let a = &self.apps[name];
+            let Some(first) = a.instances.first() else { continue };
+            let app = Label::parse(name).unwrap_or_else(|_| first.label.clone());
+            let instances = a.instances.iter().enumerate().map(|(n, i)| instance_view(&app, i, n == 0, port));
+            apps.push(AppView {
+                app: name.clone(),
+                url: url(&hostname(&app, None), port),
+                instances: instances.collect(),
+            });
+        }
+        let static_routes = statics
+            .routes
+            .iter()
+            .map(|(h, t)| StaticView { host: h.clone(), url: url(h, port), target: t.to_string() })
+            .collect();
+        let starting = self
+            .starting
+            .iter()
+            .map(|w| StartingView {
+                app: w.app.to_string(),
+                instance: w.instance.to_string(),
+                wrapper_pid: w.wrapper_pid,
+            })
+            .collect();
+        RoutesView { apps, static_routes, starting }
+    }
+}
+
+fn instance_routes(
+    i: &Instance,
+    reuse: &mut impl FnMut(UpKey, &Target, Option<&Listener>) -> Arc<Upstream>,
+) -> InstanceRoutes {
+    let mut ports = BTreeMap::new();
+    for (port, replicas) in &i.ports {
+        let ups = replicas
+            .iter()
+            .map(|l| {
+                let key = UpKey::Listener {
+                    stem: l.stem.clone(),
+                    ino: l.ino,
+                    pid: l.pid,
+                    started_at_ms: l.started_at_ms,
+                    target: l.target.clone(),
+                };
+                reuse(key, &l.target, Some(l))
+            })
+            .collect();
+        let what = format!("{} ({}) port {port}", i.app, i.instance);
+        ports.insert(*port, ReplicaSet::new(what, ups));
+    }
+    InstanceRoutes { label: i.instance.clone(), primary_port: i.primary_port, ports }
+}
+
+fn instance_view(app: &Label, i: &InstanceRoutes, default: bool, router_port: u16) -> InstanceView {
+    let host = hostname(app, Some(&i.label));
+    let ports = i
+        .ports
+        .iter()
+        .map(|(p, set)| PortView {
+            port: *p,
+            url: url(&format!("{p}.{host}"), router_port),
+            targets: set.upstreams.iter().map(|u| u.target.to_string()).collect(),
+            pids: set.upstreams.iter().filter_map(|u| u.listener.as_ref().and_then(|l| l.pid)).collect(),
+        })
+        .collect();
+    let started_at_ms = i
+        .ports
+        .values()
+        .flat_map(|s| s.upstreams.iter().filter_map(|u| u.listener.as_ref().map(|l| l.started_at_ms)))
+        .min()
+        .unwrap_or(0);
+    InstanceView {
+        instance: i.label.to_string(),
+        default,
+        url: url(&host, router_port),
+        primary_port: i.primary_port,
+        started_at_ms,
+        ports,
+    }
+}
+
+#[cfg(test)]
+#[path = "table_tests.rs"]
+mod tests;
