@@ -1,4 +1,75 @@
-//! `agentfs`: wrap a command so its ports become *.localhost URLs.
-fn main() {
-    println!("agentfs {}", env!("CARGO_PKG_VERSION"));
+//! `agentfs`: run several copies of one web app at once, each at its own
+//! `http://<instance>.<app>.localhost`, with no change to the app.
+//!
+//! # Layout
+//! - `args` — the command line (clap), with every command's help and examples.
+//! - `wrap` — `agentfs wrap -- CMD`, with `identity` (app/instance names),
+//!   `shim` (the embedded shim), `program` (can the shim enter CMD?),
+//!   `signals` (forwarding), `watch` (banner, PORT fallback route).
+//! - `ps`, `route`, `router_ctl`, `doctor` — the other commands.
+//! - `sys` — the two system calls std lacks (kill, setsid).
+#![deny(unsafe_code)]
+
+mod args;
+mod doctor;
+mod identity;
+mod program;
+mod ps;
+mod route;
+mod router_ctl;
+mod shim;
+mod signals;
+mod sys;
+mod watch;
+mod wrap;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+
+use args::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
+    let result = match cli.command {
+        Command::Wrap(w) => wrap::run(w),
+        Command::Ps { json } => ps::run(json),
+        Command::Route { host, target } => route::route(&host, &target),
+        Command::Unroute { host } => route::unroute(&host),
+        Command::Router(r) => router_ctl::run(r),
+        Command::Doctor { command } => doctor::run(&command),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "agentfs", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("agentfs: {}", one_line(&format!("{e:#}")));
+        ExitCode::FAILURE
+    })
+}
+
+/// Help and version as clap prints them; usage errors as one line.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    let text = e.render().to_string();
+    let problem: Vec<&str> =
+        text.lines().take_while(|l| !l.trim().is_empty()).map(|l| l.trim().trim_start_matches("error: ")).collect();
+    let usage = text.lines().find_map(|l| l.strip_prefix("Usage: ")).unwrap_or("agentfs --help");
+    eprintln!("agentfs: {} (usage: {usage})", problem.join(" "));
+    ExitCode::from(2)
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }

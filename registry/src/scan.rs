@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crate::names::Label;
 use crate::record::{self, Sidecar, Target, WrapperRecord};
-use crate::runfile::{JSON_EXT, RunFile, SOCK_EXT, SocketName};
+use crate::runfile::{JSON_EXT, RunFile, SOCK_EXT, SocketName, is_hashed_stem};
 
 /// One listening socket (or TCP fallback route) of a wrapped app.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,6 +65,27 @@ pub struct Snapshot {
 
 /// Scans `run_dir`. A missing directory is an empty snapshot.
 pub fn scan(run_dir: &Path) -> io::Result<Snapshot> {
+    scan_filtered(run_dir, |_| true)
+}
+
+/// Scans only the files of one app instance (and hashed names, whose
+/// identity only their sidecar tells): cheap enough to poll.
+pub fn scan_instance(run_dir: &Path, app: &Label, instance: &Label) -> io::Result<Snapshot> {
+    let prefix = format!("{app}.{instance}.");
+    let snap = scan_filtered(run_dir, |name| {
+        name.starts_with(&prefix)
+            || name.strip_suffix(".json").or(name.strip_suffix(".sock")).is_some_and(is_hashed_stem)
+    })?;
+    let mine = |a: &Label, i: &Label| a == app && i == instance;
+    Ok(Snapshot {
+        listeners: snap.listeners.into_iter().filter(|l| mine(l.app(), l.instance())).collect(),
+        wrappers: snap.wrappers.into_iter().filter(|w| mine(&w.app, &w.instance)).collect(),
+        orphans: snap.orphans.into_iter().filter(|(_, s)| mine(&s.app, &s.instance)).collect(),
+        problems: snap.problems,
+    })
+}
+
+fn scan_filtered(run_dir: &Path, keep: impl Fn(&str) -> bool) -> io::Result<Snapshot> {
     let entries = match fs::read_dir(run_dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Snapshot::default()),
@@ -76,6 +97,9 @@ pub fn scan(run_dir: &Path) -> io::Result<Snapshot> {
     for entry in entries {
         let entry = entry?;
         let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
+        if !keep(&name) {
+            continue;
+        }
         match RunFile::classify(&name) {
             RunFile::Socket(n) => {
                 sockets.insert(n.stem(), Some(n));

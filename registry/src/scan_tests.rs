@@ -185,3 +185,15 @@ fn orphans_and_wrapper_records_are_removed_only_if_unchanged() {
     remove_wrapper_record(run, &w).unwrap();
     assert_eq!(fs::read_dir(run).unwrap().count(), 0);
 }
+
+#[test]
+fn instance_scans_see_only_that_instance() {
+    let t = TempDir::new("scan");
+    let run = t.path();
+    let _a = listen(run, "shop.main.3000");
+    let _b = listen(run, "shop.feat.3000");
+    let _c = listen(run, "shopx.main.3000");
+    let snap = scan_instance(run, &label("shop"), &label("main")).unwrap();
+    assert_eq!(snap.listeners.len(), 1);
+    assert_eq!(snap.listeners[0].stem, "shop.main.3000");
+}

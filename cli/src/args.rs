@@ -1,0 +1,140 @@
+//! The command line: every command, flag and example in one place, so
+//! `--help` and the README stay in step with what the code accepts.
+
+use std::ffi::OsString;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "agentfs",
+    version,
+    about = "Run several copies of one web app at once, each at its own http://<instance>.<app>.localhost",
+    long_about = "Run several copies of one web app at once, each at its own http://<instance>.<app>.localhost.\n\n\
+        `agentfs wrap -- CMD` loads a shim into CMD that turns its TCP listeners into Unix sockets under \
+        $AGENTFS_HOME/run (default ~/.agentfs/run); a router on loopback sends each *.localhost host to the \
+        right socket. The app needs no change and never notices.",
+    after_help = "Examples:\n  agentfs wrap -- npm run dev\n  agentfs wrap --instance review -- python3 -m http.server 8000\n  \
+        agentfs ps\n  agentfs route api.localhost 127.0.0.1:9000\n  agentfs doctor -- npm run dev"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a command with its ports routed at *.localhost.
+    #[command(after_help = "Examples:\n  agentfs wrap -- npm run dev\n  \
+        agentfs wrap --name shop --instance feat-x -- python3 -m http.server 8000\n  \
+        agentfs wrap --replica -- node server.js      # a second process of the same instance, load-balanced\n\n\
+        The app is named by --name, else package.json's name, else the git repository's directory, else the \
+        current directory; the instance by --instance, else the git branch, else a hash of the directory.")]
+    Wrap(WrapArgs),
+    /// List what runs: one line per listening port.
+    #[command(after_help = "Examples:\n  agentfs ps\n  agentfs ps --json | jq '.[] | select(.default)'")]
+    Ps {
+        /// Print a JSON array (app, instance, port, pid, url, socket, started_at_ms, default, ...).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a host to a Unix socket, host:port or port (kept across restarts).
+    #[command(after_help = "Examples:\n  agentfs route api.localhost 127.0.0.1:9000\n  \
+        agentfs route docs.localhost /tmp/docs.sock\n  agentfs route db.localhost 5432")]
+    Route {
+        /// Host under .localhost, e.g. api.localhost.
+        host: String,
+        /// /path/to.sock | host:port | port.
+        target: String,
+    },
+    /// Remove a route added with `agentfs route`.
+    #[command(after_help = "Example:\n  agentfs unroute api.localhost")]
+    Unroute {
+        /// The host given to `agentfs route`.
+        host: String,
+    },
+    /// Run, start, stop or inspect the router.
+    #[command(subcommand)]
+    Router(RouterCommand),
+    /// Check this machine (and optionally a command) and say how to fix what is wrong.
+    #[command(after_help = "Examples:\n  agentfs doctor\n  agentfs doctor -- npm run dev")]
+    Doctor {
+        /// A command to check: can the shim enter it?
+        #[arg(last = true, value_name = "CMD")]
+        command: Vec<OsString>,
+    },
+    /// Print shell completions.
+    #[command(after_help = "Example:\n  agentfs completions bash > ~/.local/share/bash-completion/completions/agentfs")]
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct WrapArgs {
+    /// App name (a DNS label); default: package.json name, git directory, or current directory.
+    #[arg(long, value_name = "APP")]
+    pub name: Option<String>,
+    /// Instance id (a DNS label); default: git branch, or a hash of the current directory.
+    #[arg(long, value_name = "ID")]
+    pub instance: Option<String>,
+    /// Join a running instance of the same id as a replica instead of taking `<id>-2`.
+    #[arg(long)]
+    pub replica: bool,
+    /// Do not start the router.
+    #[arg(long)]
+    pub no_router: bool,
+    /// Log the shim's decisions to stderr.
+    #[arg(long)]
+    pub debug: bool,
+    /// The command to run.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RouterCommand {
+    /// Run the router in the foreground.
+    Run(PortArg),
+    /// Start the router in the background (no-op if it runs).
+    Start(PortArg),
+    /// Stop the router (waits for in-flight requests).
+    Stop,
+    /// Say whether the router runs, where, and what it routes.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PortArg {
+    /// HTTP port (default: $AGENTFS_HTTP_PORT, else 80 where allowed, else 7355).
+    #[arg(long, value_name = "N")]
+    pub port: Option<u16>,
+    /// Also listen on all interfaces (0.0.0.0 and ::), not just loopback.
+    #[arg(long)]
+    pub lan: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn wrap_needs_a_command_after_dashes() {
+        assert!(Cli::try_parse_from(["agentfs", "wrap"]).is_err());
+        let cli = Cli::try_parse_from(["agentfs", "wrap", "--name", "shop", "--", "npm", "run", "dev"]).unwrap();
+        let Command::Wrap(w) = cli.command else { panic!() };
+        assert_eq!(w.name.as_deref(), Some("shop"));
+        assert_eq!(w.command, ["npm", "run", "dev"]);
+    }
+}

@@ -1,0 +1,150 @@
+//! `agentfs doctor [-- CMD]`: one ✓/✗ line per check, each ✗ with its fix.
+//! Checks the shim, the home directory, the router, name resolution and
+//! sun_path headroom; with a command, whether the shim can enter it.
+
+use std::ffi::OsString;
+use std::net::ToSocketAddrs;
+use std::process::{Command, ExitCode, Stdio};
+
+use anyhow::Result;
+
+use agentfs_registry::env::{self, PortSet};
+use agentfs_registry::sunpath::SUN_PATH_LEN;
+use agentfs_registry::{Home, HomeError};
+
+use crate::program::{self, Kind};
+use crate::{router_ctl, shim};
+
+/// The result of one check.
+pub struct Finding {
+    pub ok: bool,
+    pub what: String,
+    /// How to fix it (for a failed check) or what agentfs will do.
+    pub fix: Option<String>,
+}
+
+fn ok(what: impl Into<String>) -> Finding {
+    Finding { ok: true, what: what.into(), fix: None }
+}
+
+fn bad(what: impl Into<String>, fix: impl Into<String>) -> Finding {
+    Finding { ok: false, what: what.into(), fix: Some(fix.into()) }
+}
+
+pub fn run(command: &[OsString]) -> Result<ExitCode> {
+    let home = Home::from_env()?;
+    let mut findings = vec![check_home(&home), check_shim(&home), check_router(&home), check_resolution()];
+    findings.push(check_sun_path(&home));
+    findings.extend(check_env());
+    if let Some(program) = command.first() {
+        findings.extend(check_command(program));
+    }
+    for f in &findings {
+        println!("{} {}", if f.ok { "✓" } else { "✗" }, f.what);
+        if let Some(fix) = &f.fix {
+            println!("  → {fix}");
+        }
+    }
+    Ok(if findings.iter().all(|f| f.ok) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn check_home(home: &Home) -> Finding {
+    match home.check() {
+        Ok(()) => ok(format!("home {} is private to you", home.root().display())),
+        Err(HomeError::Stat { .. }) => ok(format!("home {} will be created on first use", home.root().display())),
+        Err(e) => {
+            bad(format!("home {}: {e}", home.root().display()), "apply the fix above, or set AGENTFS_HOME elsewhere")
+        }
+    }
+}
+
+fn check_shim(home: &Home) -> Finding {
+    let path = match shim::path(home) {
+        Ok(p) => p,
+        Err(e) => return bad(format!("shim: {e:#}"), "check that AGENTFS_HOME is writable"),
+    };
+    let out = Command::new("/bin/sh").args(["-c", ":"]).env(shim::PRELOAD_VAR, &path).stdin(Stdio::null()).output();
+    match out {
+        Ok(o) if o.status.success() && o.stderr.is_empty() => ok(format!("shim {} loads", path.display())),
+        Ok(o) => bad(
+            format!("shim {} does not load: {}", path.display(), String::from_utf8_lossy(&o.stderr).trim()),
+            "unset AGENTFS_SHIM, or rebuild agentfs for this machine",
+        ),
+        Err(e) => bad(format!("cannot run /bin/sh to test the shim: {e}"), "check the system's /bin/sh"),
+    }
+}
+
+fn check_router(home: &Home) -> Finding {
+    match router_ctl::running(home) {
+        Ok(Some(s)) => ok(format!("router running: {} (pid {})", s.url, s.pid)),
+        Ok(None) => match router_ctl::configured_port(home) {
+            Ok(port) => ok(format!("router not running; `agentfs wrap` starts it on port {port}")),
+            Err(e) => bad(format!("router configuration: {e:#}"), "fix AGENTFS_HTTP_PORT"),
+        },
+        Err(e) => bad(format!("router: {e:#}"), "run `agentfs router stop` and start it again"),
+    }
+}
+
+fn check_resolution() -> Finding {
+    let name = "agentfs-doctor.localhost:80";
+    let loopback = name.to_socket_addrs().map(|a| a.collect::<Vec<_>>()).unwrap_or_default();
+    if !loopback.is_empty() && loopback.iter().all(|a| a.ip().is_loopback()) {
+        return ok("*.localhost resolves to loopback for every program");
+    }
+    bad(
+        "*.localhost does not resolve for non-browser programs (browsers and curl ≥ 7.85 resolve it themselves)",
+        "for other clients add exact lines like `127.0.0.1 shop.localhost` to /etc/hosts (no wildcards), \
+         or send the Host header to 127.0.0.1 yourself",
+    )
+}
+
+fn check_sun_path(home: &Home) -> Finding {
+    let run = home.run_dir();
+    let room = (SUN_PATH_LEN - 1).saturating_sub(run.as_os_str().len() + 1);
+    if room >= 40 {
+        return ok(format!("socket names have {room} bytes of sun_path room in {}", run.display()));
+    }
+    let fix = "shorter socket paths: set AGENTFS_HOME to a short directory such as ~/.agentfs";
+    if room >= 24 || cfg!(target_os = "linux") {
+        return Finding {
+            ok: true,
+            what: format!("only {room} bytes of sun_path room: long names use short hashed socket names"),
+            fix: Some(fix.into()),
+        };
+    }
+    bad(format!("{} leaves no room in sun_path ({SUN_PATH_LEN} bytes)", run.display()), fix)
+}
+
+fn check_env() -> Vec<Finding> {
+    let mut v = Vec::new();
+    for var in [env::PORTS, env::SKIP_PORTS] {
+        if let Ok(value) = std::env::var(var) {
+            if let Err(e) = PortSet::parse(&value) {
+                v.push(bad(format!("{var}: {e}"), format!("fix or unset {var}")));
+            }
+        }
+    }
+    v
+}
+
+fn check_command(program: &OsString) -> Vec<Finding> {
+    let shown = program.to_string_lossy();
+    let Some(r) = program::resolve(program, std::env::var_os("PATH").as_deref()) else {
+        return vec![bad(format!("{shown}: not found"), "check the spelling or your PATH")];
+    };
+    let chain: Vec<String> = r.chain.iter().map(|p| p.display().to_string()).collect();
+    let mut v = vec![ok(format!("{shown} runs as {}", chain.join(" → ")))];
+    v.push(match r.kind {
+        Kind::Static => Finding {
+            ok: true,
+            what: format!("{} is statically linked: the shim cannot enter it", chain.last().map_or("", String::as_str)),
+            fix: Some(
+                "agentfs wrap sets PORT to a free port and routes the instance there; the app must listen on $PORT"
+                    .into(),
+            ),
+        },
+        Kind::Dynamic => ok("dynamically linked: the shim loads into it"),
+        Kind::Other => ok("not an ELF executable this check reads; the shim is expected to load"),
+    });
+    v
+}

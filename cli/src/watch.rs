@@ -1,0 +1,96 @@
+//! Watching a wrapped app come up: the banner once it listens (one line per
+//! port), and, for programs the shim cannot enter, the TCP route registered
+//! once the app accepts on the PORT it was given.
+
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::thread;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use agentfs_registry::names::{hostname, url};
+use agentfs_registry::record::{self, Family, Sidecar, VERSION};
+use agentfs_registry::{Home, SocketName, liveness, scan};
+
+use crate::wrap::Instance;
+
+const FIRST_POLL: Duration = Duration::from_millis(20);
+const LATER_POLL: Duration = Duration::from_millis(250);
+
+/// Prints `agentfs: <app> (<instance>) → <url>` when the app's first port
+/// listens, and a line for each port it opens later.
+pub fn announce_when_listening(home: Home, me: Instance) {
+    thread::spawn(move || {
+        let mut seen = BTreeSet::new();
+        loop {
+            for port in new_ports(&home, &me, &mut seen) {
+                banner(&me, port, seen.len() == 1);
+            }
+            thread::sleep(if seen.is_empty() { FIRST_POLL } else { LATER_POLL });
+        }
+    });
+}
+
+/// Ports of this wrapper's listeners not reported yet, primary first.
+fn new_ports(home: &Home, me: &Instance, seen: &mut BTreeSet<u16>) -> Vec<u16> {
+    let Ok(snap) = scan::scan_instance(&home.run_dir(), &me.app, &me.instance) else { return Vec::new() };
+    let mut ours: Vec<_> = snap
+        .listeners
+        .iter()
+        .filter(|l| l.sidecar.as_ref().is_none_or(|s| s.wrapper_pid == Some(me.wrapper_pid)))
+        .map(|l| (l.started_at_ms, l.port()))
+        .collect();
+    ours.sort();
+    ours.into_iter().map(|(_, p)| p).filter(|p| seen.insert(*p)).collect()
+}
+
+fn banner(me: &Instance, port: u16, first: bool) {
+    if first {
+        eprintln!("agentfs: {} ({}) → {}", me.app, me.instance, me.url);
+    } else {
+        let host = format!("{port}.{}", hostname(&me.app, Some(&me.instance)));
+        eprintln!("agentfs: {} ({}) port {port} → {}", me.app, me.instance, url(&host, me.router_port));
+    }
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_loopback_port() -> Result<u16> {
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("cannot find a free loopback port")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Waits until the app accepts on 127.0.0.1:`port`, then writes the sidecar
+/// that routes the instance there.
+pub fn register_tcp_fallback(home: Home, me: Instance, pid: u32, port: u16, cmd: Vec<String>, cwd: PathBuf) {
+    thread::spawn(move || {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        while liveness::pid_alive(pid) {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                let sidecar = Sidecar {
+                    v: VERSION,
+                    app: me.app.clone(),
+                    instance: me.instance.clone(),
+                    port,
+                    socket: None,
+                    tcp: Some(addr),
+                    pid,
+                    wrapper_pid: Some(me.wrapper_pid),
+                    family: Family::Ipv4,
+                    addr: addr.ip(),
+                    cmd,
+                    cwd,
+                    started_at_ms: liveness::now_ms(),
+                };
+                let stem = SocketName::new(me.app.clone(), me.instance.clone(), port).stem();
+                match record::write(&scan::sidecar_path(&home.run_dir(), &stem), &sidecar) {
+                    Ok(()) => banner(&me, port, true),
+                    Err(e) => eprintln!("agentfs: cannot register the route to 127.0.0.1:{port}: {e}"),
+                }
+                return;
+            }
+            thread::sleep(FIRST_POLL);
+        }
+    });
+}

@@ -1,0 +1,178 @@
+//! `agentfs wrap -- CMD`: run CMD as an instance of an app. The wrapper
+//! picks the identity, makes sure the router runs, injects the shim, keeps
+//! stdin/tty, forwards signals, announces the URL once the app listens,
+//! removes the instance's files afterwards, and exits as CMD did.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, ExitStatus};
+
+use anyhow::{Context, Result};
+
+use agentfs_registry::names::{hostname, url};
+use agentfs_registry::record::{self, VERSION, WrapperRecord};
+use agentfs_registry::runfile::wrapper_stem;
+use agentfs_registry::{Home, Label, SocketName, env, liveness, scan};
+
+use crate::args::WrapArgs;
+use crate::program::{self, Kind};
+use crate::signals::Forwarder;
+use crate::{identity, router_ctl, shim, watch};
+
+/// Who this wrapper runs, and where it is reachable.
+pub struct Instance {
+    pub app: Label,
+    pub instance: Label,
+    pub url: String,
+    pub router_port: u16,
+    pub wrapper_pid: u32,
+}
+
+pub fn run(args: WrapArgs) -> Result<ExitCode> {
+    let home = Home::from_env()?;
+    home.ensure()?;
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let git = identity::Git::probe(&cwd);
+    let app = identity::app(args.name.as_deref(), &cwd, &git)?;
+    let wanted = identity::instance(args.instance.as_deref(), &cwd, &git)?;
+    let snapshot = scan::scan(&home.run_dir()).with_context(|| format!("cannot read {}", home.run_dir().display()))?;
+    let instance = if args.replica { wanted.clone() } else { identity::unique_instance(&app, &wanted, &snapshot) };
+    if instance != wanted {
+        eprintln!("agentfs: {app} ({wanted}) is already running; this one is {instance} (use --replica to join it)");
+    }
+    let router_port =
+        if args.no_router { router_ctl::configured_port(&home)? } else { router_ctl::ensure_running(&home)? };
+    let me = Instance {
+        url: url(&hostname(&app, Some(&instance)), router_port),
+        app,
+        instance,
+        router_port,
+        wrapper_pid: std::process::id(),
+    };
+
+    let program = &args.command[0];
+    let resolved = program::resolve(program, std::env::var_os("PATH").as_deref());
+    let fallback_port = match &resolved {
+        Some(r) if r.kind == Kind::Static => Some(watch::free_loopback_port()?),
+        _ => None,
+    };
+    let mut cmd = command(&args, &home, &me, fallback_port)?;
+    let record = WrapperRecord {
+        v: VERSION,
+        app: me.app.clone(),
+        instance: me.instance.clone(),
+        wrapper_pid: me.wrapper_pid,
+        cmd: args.command.iter().map(|a| a.to_string_lossy().into_owned()).collect(),
+        cwd: cwd.clone(),
+        started_at_ms: liveness::now_ms(),
+    };
+    let record_path = home.run_dir().join(format!("{}.json", wrapper_stem(&me.app, &me.instance, me.wrapper_pid)));
+    record::write(&record_path, &record).with_context(|| format!("cannot write {}", record_path.display()))?;
+    let _cleanup = Cleanup {
+        home: home.clone(),
+        record: record_path,
+        me: me.wrapper_pid,
+        app: me.app.clone(),
+        instance: me.instance.clone(),
+    };
+
+    let forwarder = Forwarder::install()?;
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return Ok(spawn_failed(program, &e)),
+    };
+    forwarder.to(child.id());
+    match fallback_port {
+        Some(port) => {
+            let shown =
+                resolved.as_ref().and_then(|r| r.chain.last()).map_or_else(String::new, |p| p.display().to_string());
+            eprintln!(
+                "agentfs: {shown} is statically linked, so the shim cannot enter it; \
+                 it gets PORT={port} and {} routes to 127.0.0.1:{port}",
+                me.url
+            );
+            watch::register_tcp_fallback(home.clone(), me, child.id(), port, record.cmd.clone(), cwd);
+        }
+        None => watch::announce_when_listening(home.clone(), me),
+    }
+    let status = child.wait().context("cannot wait for the command")?;
+    Ok(exit_code(status))
+}
+
+/// The child's command line and environment.
+fn command(args: &WrapArgs, home: &Home, me: &Instance, fallback_port: Option<u16>) -> Result<Command> {
+    let mut cmd = Command::new(&args.command[0]);
+    cmd.args(&args.command[1..]);
+    let host = hostname(&me.app, Some(&me.instance));
+    let own_socket = scan::socket_path(
+        &home.run_dir(),
+        &SocketName::new(me.app.clone(), me.instance.clone(), 80).stem_in(&home.run_dir()),
+    );
+    cmd.env(env::HOME, home.root())
+        .env(env::APP, me.app.as_str())
+        .env(env::INSTANCE, me.instance.as_str())
+        .env(env::HOSTNAME, &host)
+        .env(env::URL, &me.url)
+        .env(env::SOCKET, own_socket)
+        .env(env::WRAPPER_PID, me.wrapper_pid.to_string());
+    if args.debug {
+        cmd.env(env::DEBUG, "stderr");
+    }
+    if args.replica {
+        cmd.env(env::REPLICA, "1");
+    }
+    if let Some(port) = fallback_port {
+        cmd.env("PORT", port.to_string());
+        return Ok(cmd);
+    }
+    let shim = shim::path(home)?;
+    cmd.env(env::SHIM, &shim);
+    cmd.env(shim::PRELOAD_VAR, shim::preload_value(&shim, std::env::var_os(shim::PRELOAD_VAR).as_deref()));
+    Ok(cmd)
+}
+
+fn spawn_failed(program: &OsString, e: &std::io::Error) -> ExitCode {
+    let shown = Path::new(program).display();
+    let (code, fix) = match e.kind() {
+        std::io::ErrorKind::NotFound => (127, "check the spelling or your PATH"),
+        std::io::ErrorKind::PermissionDenied => (126, "make it executable (chmod +x)"),
+        _ => (126, "check that it is a program this system can run"),
+    };
+    eprintln!("agentfs: cannot run {shown}: {e}; {fix}");
+    ExitCode::from(code)
+}
+
+/// The command's status: its exit code, or 128 + the signal that killed it.
+pub fn exit_code(status: ExitStatus) -> ExitCode {
+    use std::os::unix::process::ExitStatusExt;
+    let code = status.code().or_else(|| status.signal().map(|s| 128 + s)).unwrap_or(1);
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// Removes the wrapper record and the files of this instance's listeners
+/// whose processes are gone, however the wrapper returns.
+struct Cleanup {
+    home: Home,
+    record: PathBuf,
+    me: u32,
+    app: Label,
+    instance: Label,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.record);
+        let Ok(snap) = scan::scan_instance(&self.home.run_dir(), &self.app, &self.instance) else { return };
+        for l in &snap.listeners {
+            let ours = l.sidecar.as_ref().is_some_and(|s| s.wrapper_pid == Some(self.me));
+            if ours && !l.maybe_alive() {
+                let _ = scan::remove_listener_files(&self.home.run_dir(), l);
+            }
+        }
+        for (stem, sc) in &snap.orphans {
+            if sc.wrapper_pid == Some(self.me) && !liveness::pid_alive(sc.pid) {
+                let _ = std::fs::remove_file(scan::sidecar_path(&self.home.run_dir(), stem));
+            }
+        }
+    }
+}
