@@ -89,7 +89,9 @@ fn foreground(home: Home, p: PortArg) -> Result<ExitCode> {
     config.lan = p.lan;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    use std::io::IsTerminal;
+    let ansi = std::io::stderr().is_terminal();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
     agentfs_router::run(config)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -227,3 +227,74 @@ pub fn compile_c(source: &str, dir: &Path, extra: &[&str]) -> PathBuf {
     assert!(status.success(), "gcc failed on {source}");
     exe
 }
+
+/// A private AGENTFS_HOME and router port for a test of the CLI. The router
+/// it starts is stopped (by pid, if need be) when the test ends.
+pub struct Env {
+    pub home: Home,
+    pub port: u16,
+}
+
+impl Env {
+    pub fn new(tag: &str) -> Env {
+        Env { home: Home::new(tag), port: free_port() }
+    }
+
+    /// `agentfs ARGS` in this environment (nothing inherited from the caller's agentfs setup).
+    pub fn agentfs(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(agentfs());
+        c.args(args)
+            .env("AGENTFS_HOME", self.home.path())
+            .env("AGENTFS_HTTP_PORT", self.port.to_string())
+            .env("PYTHONUNBUFFERED", "1");
+        for var in ["AGENTFS_APP", "AGENTFS_INSTANCE", "AGENTFS_DEBUG", "AGENTFS_SHIM", "AGENTFS_PORTS", "LD_PRELOAD"] {
+            c.env_remove(var);
+        }
+        c
+    }
+
+    /// Runs `agentfs ARGS` to completion (30 s at most).
+    pub fn run(&self, args: &[&str]) -> Finished {
+        let mut p = Proc::spawn(self.agentfs(args));
+        let status = p.wait(Duration::from_secs(30));
+        Finished { code: status.code(), stdout: p.stdout(), stderr: p.stderr() }
+    }
+
+    /// `GET path` with `Host: host` through the router.
+    pub fn get(&self, host: &str, path: &str) -> std::io::Result<Response> {
+        get_tcp(self.port, host, path, &[])
+    }
+
+    /// Waits until `host` answers 200 through the router.
+    pub fn wait_routed(&self, host: &str, timeout: Duration) -> Response {
+        wait_for(&format!("{host} to answer 200"), timeout, || self.get(host, "/").ok().filter(|r| r.status == 200))
+    }
+
+    /// The router's pid from its pidfile, if one runs.
+    pub fn router_pid(&self) -> Option<u32> {
+        let text = std::fs::read_to_string(self.home.path().join("router.pid")).ok()?;
+        text.lines().find_map(|l| l.strip_prefix("pid ")).and_then(|p| p.trim().parse().ok())
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let pid = self.router_pid();
+        let _ = self.agentfs(&["router", "stop"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let still_router = |pid: u32| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.split(|b| *b == 0).any(|w| w == b"router"))
+        };
+        if let Some(pid) = pid.filter(|p| still_router(*p)) {
+            // SAFETY: kill(2) on the router this test started (checked to still be one).
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    }
+}
+
+/// What a finished command printed.
+#[derive(Debug)]
+pub struct Finished {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}

@@ -1,0 +1,329 @@
+//! `agentfs` as a user runs it: wrap real programs (python3, node, npm, a
+//! static binary), route them through the router it starts, list them, and
+//! behave like the wrapped command (stdin, signals, exit status).
+
+mod support;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::*;
+
+const START: Duration = Duration::from_secs(30);
+
+fn wrap_in(env: &Env, dir: &Path, args: &[&str]) -> Proc {
+    let mut all = vec!["wrap"];
+    all.extend_from_slice(args);
+    let mut cmd = env.agentfs(&all);
+    cmd.current_dir(dir);
+    Proc::spawn(cmd)
+}
+
+fn wait_stderr(p: &Proc, needle: &str, timeout: Duration) -> String {
+    wait_for(&format!("{needle:?} on stderr"), timeout, || {
+        let e = p.stderr();
+        e.contains(needle).then_some(e)
+    })
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git").arg("-C").arg(dir).args(args).output().unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn wrap_routes_an_unmodified_server_and_starts_the_router() {
+    let env = Env::new("wrap");
+    let dir = TempDir::new("proj");
+    let shop = dir.path().join("shop");
+    std::fs::create_dir(&shop).unwrap();
+    std::fs::write(shop.join("index.html"), "hello shop").unwrap();
+    assert!(env.router_pid().is_none());
+    let app = wrap_in(&env, &shop, &["--instance", "main", "--", "python3", "-m", "http.server", "8000"]);
+    let err = wait_stderr(&app, "agentfs: shop (main) → ", START);
+    assert!(err.contains(&format!("http://main.shop.localhost:{}", env.port)), "{err}");
+    assert!(err.contains("started the router"), "{err}");
+    assert_eq!(env.get("shop.localhost", "/").unwrap().body, "hello shop");
+    assert_eq!(env.get("main.shop.localhost", "/").unwrap().body, "hello shop");
+    assert!(env.router_pid().is_some());
+}
+
+#[test]
+fn worktrees_of_one_app_on_one_port_each_get_their_host() {
+    let env = Env::new("worktrees");
+    let dir = TempDir::new("repo");
+    let main = dir.path().join("shop");
+    std::fs::create_dir(&main).unwrap();
+    git(&main, &["init", "-q", "-b", "main"]);
+    std::fs::write(main.join("index.html"), "main tree").unwrap();
+    git(&main, &["add", "."]);
+    git(&main, &["-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"]);
+    let feat = dir.path().join("shop-feat-x");
+    git(&main, &["worktree", "add", "-q", "-b", "feat-x", feat.to_str().unwrap()]);
+    std::fs::write(feat.join("index.html"), "feat-x tree").unwrap();
+
+    let first = wrap_in(&env, &main, &["--", "python3", "-m", "http.server", "3000"]);
+    wait_stderr(&first, "agentfs: shop (main) →", START);
+    let second = wrap_in(&env, &feat, &["--", "python3", "-m", "http.server", "3000"]);
+    wait_stderr(&second, "agentfs: shop (feat-x) →", START);
+    assert_eq!(env.get("main.shop.localhost", "/index.html").unwrap().body, "main tree");
+    assert_eq!(env.get("feat-x.shop.localhost", "/index.html").unwrap().body, "feat-x tree");
+    assert_eq!(env.get("shop.localhost", "/index.html").unwrap().body, "main tree", "the first started is the default");
+    let all = format!("{}{}", first.stderr(), second.stderr());
+    assert!(!all.contains("Address already in use"), "{all}");
+}
+
+#[test]
+fn npm_run_dev_with_a_hard_coded_port_is_routed() {
+    let env = Env::new("npm");
+    let dir = TempDir::new("npmproj");
+    let proj = dir.path().join("web");
+    std::fs::create_dir(&proj).unwrap();
+    std::fs::write(
+        proj.join("package.json"),
+        r#"{"name":"@acme/storefront","private":true,"scripts":{"dev":"node server.js"}}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        proj.join("server.js"),
+        "require('http').createServer((q, s) => s.end('npm ok ' + q.socket.remoteAddress)).listen(3000);",
+    )
+    .unwrap();
+    let app = wrap_in(&env, &proj, &["--instance", "dev", "--", "npm", "run", "dev"]);
+    wait_stderr(&app, "agentfs: storefront (dev) →", Duration::from_secs(60));
+    let r = env.wait_routed("storefront.localhost", START);
+    assert_eq!(r.body, "npm ok ::1");
+}
+
+#[test]
+fn a_real_vite_dev_server_is_routed_with_its_client() {
+    let env = Env::new("vite");
+    let dir = TempDir::new("viteproj");
+    let proj = dir.path().join("site");
+    std::fs::create_dir(&proj).unwrap();
+    std::fs::write(proj.join("package.json"), r#"{"name":"site","private":true,"scripts":{"dev":"vite"}}"#).unwrap();
+    std::fs::write(
+        proj.join("index.html"),
+        "<!doctype html><title>vite here</title><script type=module src=/main.js></script>",
+    )
+    .unwrap();
+    std::fs::write(proj.join("main.js"), "document.title = 'ran';").unwrap();
+    let install = Command::new("npm")
+        .args(["install", "--no-audit", "--no-fund", "--silent", "vite"])
+        .current_dir(&proj)
+        .output()
+        .unwrap();
+    assert!(install.status.success(), "npm install vite: {}", String::from_utf8_lossy(&install.stderr));
+    let app = wrap_in(&env, &proj, &["--instance", "main", "--", "npm", "run", "dev"]);
+    wait_stderr(&app, "agentfs: site (main) →", Duration::from_secs(60));
+    let page = env.wait_routed("site.localhost", START);
+    assert!(page.body.contains("vite here") && page.body.contains("/@vite/client"), "{}", page.body);
+    let client = env.get("main.site.localhost", "/@vite/client").unwrap();
+    assert_eq!(client.status, 200, "{client:?}");
+    assert!(client.body.contains("WebSocket"), "the HMR client");
+}
+
+/// Types Ctrl-C at a terminal running `agentfs wrap -- CMD` (through
+/// tests/fixtures/pty_run.py); returns its JSON report.
+fn ctrl_c(env: &Env, dir: &Path, cmd: &[&str]) -> Value {
+    let mut harness = Command::new("python3");
+    harness.current_dir(dir).arg(fixture("pty_run.py")).arg("READY").arg("--").arg(agentfs());
+    harness.args(["wrap", "--name", "tty", "--instance", "main", "--"]).args(cmd);
+    harness.env("AGENTFS_HOME", env.home.path()).env("AGENTFS_HTTP_PORT", env.port.to_string());
+    let mut p = Proc::spawn(harness);
+    assert!(p.wait(Duration::from_secs(60)).success(), "{}", p.output());
+    serde_json::from_str(p.stdout().lines().last().unwrap()).unwrap()
+}
+
+#[test]
+fn ctrl_c_at_a_terminal_stops_app_and_wrapper_and_cleans_up() {
+    let env = Env::new("ctrlc");
+    let dir = TempDir::new("ctrlc");
+    let server = "import http.server as h; s = h.HTTPServer(('', 8000), h.SimpleHTTPRequestHandler); \
+        print('READY', flush=True); s.serve_forever()";
+    let r = ctrl_c(&env, dir.path(), &["python3", "-c", server]);
+    assert!(r["seconds"].as_f64().unwrap() < 2.0, "{r}");
+    assert_eq!(r["status"], 130, "128 + SIGINT: Python dies of an unhandled Ctrl-C: {r}");
+    let out = r["output"].as_str().unwrap();
+    assert_eq!(out.matches("KeyboardInterrupt").count(), 1, "Ctrl-C reached the app once: {out}");
+    wait_for("run/ to be empty", Duration::from_secs(2), || env.home.run_files().is_empty().then_some(()));
+
+    let graceful = "import signal, sys, time; print('READY', flush=True); \
+        signal.signal(signal.SIGINT, lambda *_: sys.exit(0)); time.sleep(60)";
+    let r = ctrl_c(&env, dir.path(), &["python3", "-c", graceful]);
+    assert_eq!(r["status"], 0, "an app that exits 0 on Ctrl-C: {r}");
+}
+
+#[test]
+fn sigterm_to_the_wrapper_stops_the_app_and_cleans_up() {
+    let env = Env::new("sigterm");
+    let dir = TempDir::new("sigterm");
+    let mut app =
+        wrap_in(&env, dir.path(), &["--name", "t", "--instance", "main", "--", "python3", "-m", "http.server", "8000"]);
+    wait_stderr(&app, "agentfs: t (main) →", START);
+    assert!(!env.home.run_files().is_empty());
+    let sent = Instant::now();
+    app.signal(libc::SIGTERM);
+    let status = app.wait(Duration::from_secs(5));
+    assert!(sent.elapsed() < Duration::from_secs(2), "{:?}", sent.elapsed());
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!((status.code(), status.signal()), (Some(128 + libc::SIGTERM), None), "{}", app.output());
+    assert!(env.home.run_files().is_empty(), "{:?}", env.home.run_files());
+}
+
+#[test]
+fn exit_statuses_pass_through() {
+    let env = Env::new("status");
+    let r = env.run(&["wrap", "--no-router", "--name", "s", "--", "sh", "-c", "exit 7"]);
+    assert_eq!(r.code, Some(7), "{r:?}");
+    let r = env.run(&["wrap", "--no-router", "--name", "s", "--", "sh", "-c", "kill -9 $$"]);
+    assert_eq!(r.code, Some(137), "{r:?}");
+    let r = env.run(&["wrap", "--no-router", "--name", "s", "--", "no-such-program-xyz"]);
+    assert_eq!(r.code, Some(127), "{r:?}");
+    assert_eq!(r.stderr.lines().count(), 1, "{r:?}");
+    assert!(r.stderr.contains("cannot run no-such-program-xyz"), "{r:?}");
+    assert!(env.router_pid().is_none(), "--no-router started nothing");
+}
+
+#[test]
+fn the_wrapped_program_reads_the_wrappers_stdin() {
+    let env = Env::new("stdin");
+    let mut cmd = env.agentfs(&[
+        "wrap",
+        "--no-router",
+        "--name",
+        "s",
+        "--",
+        "python3",
+        "-c",
+        "import sys; print(sys.stdin.read().upper())",
+    ]);
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(b"hello through the wrapper").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "HELLO THROUGH THE WRAPPER");
+}
+
+#[test]
+fn ps_lists_instances_as_json_even_with_the_router_stopped() {
+    let env = Env::new("ps");
+    let dir = TempDir::new("ps");
+    let app = wrap_in(
+        &env,
+        dir.path(),
+        &["--name", "api", "--instance", "one", "--", "python3", "-m", "http.server", "8000"],
+    );
+    wait_stderr(&app, "agentfs: api (one) →", START);
+    for router_running in [true, false] {
+        let r = env.run(&["ps", "--json"]);
+        assert_eq!(r.code, Some(0), "{r:?}");
+        let rows: Value = serde_json::from_str(&r.stdout).unwrap();
+        let row = &rows[0];
+        assert_eq!(rows.as_array().unwrap().len(), 1, "{rows}");
+        assert_eq!(
+            (row["app"].as_str(), row["instance"].as_str(), row["port"].as_u64()),
+            (Some("api"), Some("one"), Some(8000))
+        );
+        assert!(row["pid"].as_u64().unwrap() > 0);
+        assert_eq!(row["url"], format!("http://one.api.localhost:{}", env.port));
+        assert!(row["socket"].as_str().unwrap().ends_with("/run/api.one.8000.sock"));
+        assert!(row["started_at_ms"].as_u64().unwrap() > 0);
+        assert_eq!(row["default"], true);
+        if router_running {
+            assert_eq!(env.run(&["router", "stop"]).code, Some(0));
+        }
+    }
+    let table = env.run(&["ps"]);
+    assert!(table.stdout.starts_with("APP") && table.stdout.contains("one.api.localhost"), "{table:?}");
+}
+
+#[test]
+fn a_static_binary_is_routed_through_port() {
+    let env = Env::new("static");
+    let dir = TempDir::new("static");
+    let exe = compile_c("static_server.c", dir.path(), &["-static"]);
+    let app = wrap_in(&env, dir.path(), &["--name", "gosvc", "--instance", "main", "--", exe.to_str().unwrap()]);
+    let err = wait_stderr(&app, "agentfs: gosvc (main) →", START);
+    assert!(err.contains("statically linked") && err.contains("PORT="), "{err}");
+    assert_eq!(env.wait_routed("gosvc.localhost", START).body, "static hello\n");
+    let ps: Value = serde_json::from_str(&env.run(&["ps", "--json"]).stdout).unwrap();
+    assert!(ps[0]["socket"].as_str().unwrap().starts_with("tcp:127.0.0.1:"), "{ps}");
+}
+
+#[test]
+fn static_routes_and_router_lifecycle_commands() {
+    let env = Env::new("routes");
+    let r = env.run(&["router", "stop"]);
+    assert_eq!(r.code, Some(0));
+    assert!(r.stderr.contains("not running"), "{r:?}");
+    let r = env.run(&["router", "start"]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    let r = env.run(&["router", "start"]);
+    assert_eq!(r.code, Some(0));
+    assert!(r.stderr.contains("already running"), "{r:?}");
+
+    let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = backend.local_addr().unwrap().to_string();
+    let serve = std::thread::spawn(move || {
+        let (mut s, _) = backend.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = std::io::Read::read(&mut s, &mut buf);
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nstatic").unwrap();
+    });
+    assert_eq!(env.run(&["route", "api.localhost", &target]).code, Some(0));
+    assert_eq!(env.get("api.localhost", "/").unwrap().body, "static");
+    serve.join().unwrap();
+    let routes: Value = serde_json::from_slice(&std::fs::read(env.home.path().join("routes.json")).unwrap()).unwrap();
+    assert_eq!(routes["routes"]["api.localhost"], target);
+    assert_eq!(env.run(&["unroute", "api.localhost"]).code, Some(0));
+    assert_eq!(env.get("api.localhost", "/").unwrap().status, 404);
+    let r = env.run(&["unroute", "api.localhost"]);
+    assert_eq!(r.code, Some(1), "{r:?}");
+
+    assert_eq!(env.run(&["router", "stop"]).code, Some(0));
+    assert_eq!(env.run(&["route", "db.localhost", "5432"]).code, Some(0), "works with the router down");
+    let routes: Value = serde_json::from_slice(&std::fs::read(env.home.path().join("routes.json")).unwrap()).unwrap();
+    assert_eq!(routes["routes"]["db.localhost"], "localhost:5432");
+}
+
+#[test]
+fn bad_input_gets_one_clear_line_and_a_failure_status() {
+    let env = Env::new("errors");
+    for args in [
+        &["wrap"][..],
+        &["wrap", "--bogus", "--", "true"],
+        &["frobnicate"],
+        &["route", "evil.example", "3000"],
+        &["route", "a.localhost", "nope"],
+    ] {
+        let r = env.run(args);
+        assert!(r.code.is_some_and(|c| c != 0), "{args:?}: {r:?}");
+        assert_eq!(r.stderr.trim().lines().count(), 1, "{args:?}: {r:?}");
+        assert!(r.stderr.starts_with("agentfs: "), "{args:?}: {r:?}");
+        assert!(!r.stderr.contains("panicked"), "{r:?}");
+    }
+
+    let ro = TempDir::new("ro");
+    std::fs::create_dir(ro.path().join("home")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(ro.path().join("home"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut cmd = env.agentfs(&["wrap", "--no-router", "--", "true"]);
+    cmd.env("AGENTFS_HOME", ro.path().join("home"));
+    let mut p = Proc::spawn(cmd);
+    let status = p.wait(START);
+    assert!(!status.success());
+    assert_eq!(p.stderr().trim().lines().count(), 1, "{}", p.output());
+    assert!(p.stderr().contains("chmod 700"), "{}", p.output());
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let r = env.run(&["router", "start", "--port", &port]);
+    assert!(r.code.is_some_and(|c| c != 0), "{r:?}");
+    assert_eq!(r.stderr.trim().lines().count(), 1, "{r:?}");
+    assert!(r.stderr.contains(&port), "names the port: {r:?}");
+}
