@@ -82,9 +82,13 @@ async fn resolve(shared: &Shared, host: &Host, req: &Request<Incoming>) -> Resol
             changes = Some((shared.subscribe(), Waiting::new(shared)));
             continue;
         };
-        tokio::select! {
-            r = rx.changed() => if r.is_err() { return Resolved::Answer(starting(&app, instance, wrapper_pid, req)) },
-            _ = tokio::time::sleep_until(deadline) => return Resolved::Answer(starting(&app, instance, wrapper_pid, req)),
+        let give_up = tokio::select! {
+            r = rx.changed() => r.is_err(),
+            _ = tokio::time::sleep_until(deadline) => true,
+            _ = shared.stopped() => true,
+        };
+        if give_up {
+            return Resolved::Answer(starting(&app, instance, wrapper_pid, req));
         }
     }
 }
