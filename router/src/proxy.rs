@@ -128,7 +128,7 @@ async fn forward(mut req: Request<Incoming>, set: &ReplicaSet, cx: Arc<ConnCtx>)
     let mut failures: Vec<(String, String)> = Vec::new();
     for up in set.candidates() {
         match send(up, req).await {
-            Ok(res) => return respond(res, client_upgrade, cx, set, fmt),
+            Ok(sent) => return respond(sent, client_upgrade, cx, set, fmt),
             Err(SendError::Connect(e, back)) => {
                 if let (ConnectError::Gone(_), Some(l)) = (&e, &up.listener) {
                     crate::discovery::sweep_refused(&cx.shared, l);
@@ -180,7 +180,10 @@ enum SendError {
 
 /// Sends on a pooled connection; if that connection turns out closed before
 /// the request left, once more on a fresh one.
-async fn send(up: &Arc<Upstream>, mut req: Request<Incoming>) -> Result<Response<Incoming>, SendError> {
+/// A response and the connection to give back once its body has ended.
+type Sent = (Response<Incoming>, Option<(Arc<Upstream>, pool::Sender)>);
+
+async fn send(up: &Arc<Upstream>, mut req: Request<Incoming>) -> Result<Sent, SendError> {
     let mut fresh = false;
     loop {
         let tx = if fresh { up.connect().await } else { up.checkout().await };
@@ -190,10 +193,8 @@ async fn send(up: &Arc<Upstream>, mut req: Request<Incoming>) -> Result<Response
         };
         match tx.try_send_request(req).await {
             Ok(res) => {
-                if res.status() != StatusCode::SWITCHING_PROTOCOLS {
-                    pool::recycle(up.clone(), tx);
-                }
-                return Ok(res);
+                let back = (res.status() != StatusCode::SWITCHING_PROTOCOLS).then(|| (up.clone(), tx));
+                return Ok((res, back));
             }
             Err(mut e) => match e.take_message() {
                 Some(back) if !fresh => {
@@ -207,7 +208,7 @@ async fn send(up: &Arc<Upstream>, mut req: Request<Incoming>) -> Result<Response
 }
 
 fn respond(
-    mut res: Response<Incoming>,
+    (mut res, conn): Sent,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     cx: Arc<ConnCtx>,
     set: &ReplicaSet,
@@ -223,7 +224,7 @@ fn respond(
         tokio::spawn(tunnel::run(client, app, cx));
     }
     headers::strip_hop_by_hop(res.headers_mut(), switching);
-    res.map(body::stream)
+    res.map(|b| body::stream(b, conn))
 }
 
 fn host_error(e: HostError, fmt: Format) -> Response<Body> {
