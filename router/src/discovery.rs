@@ -79,6 +79,9 @@ async fn rescan(shared: &Arc<Shared>, memory: &mut Memory) {
         Ok(Err(e)) => return tracing::warn!(error = %e, "cannot scan the run directory; keeping the routes"),
         Err(e) => return tracing::error!(error = %e, "scan failed"),
     };
+    if memory.logged.len() > 10_000 {
+        memory.logged.clear();
+    }
     for (path, why) in &found.1 {
         if memory.logged.insert((path.clone(), why.clone())) {
             tracing::info!(path = %path.display(), why, "skipped");

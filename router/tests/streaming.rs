@@ -121,3 +121,22 @@ async fn h2c_clients_are_served() {
     }
     r.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_flight_request_survives_its_route_going_away() {
+    let env = Env::new("inflight");
+    let a = app::start(&env.home, Spec::new("slow", "main", 3000, 1)).await;
+    let r = Router::start(env.config()).await;
+    let port = r.port;
+    let got = a.ctl.got.notified();
+    let in_flight = tokio::spawn(async move { support::http::get(port, "slow.localhost", "/slow", &[]).await });
+    got.await;
+    std::fs::remove_file(env.run_dir().join(format!("{}.json", a.stem))).unwrap();
+    std::fs::remove_file(&a.sock).unwrap();
+    r.rescan().await;
+    assert_eq!(support::http::get(port, "slow.localhost", "/", &[]).await.status, 404, "the route is gone");
+    a.ctl.release.notify_one();
+    let res = in_flight.await.unwrap();
+    assert_eq!((res.status.as_u16(), res.body.as_str()), (200, "slow done"));
+    r.stop().await.unwrap();
+}
