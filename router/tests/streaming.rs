@@ -22,12 +22,16 @@ use tokio::net::TcpStream;
 async fn sse_first_event_arrives_before_the_response_ends() {
     let env = Env::new("sse");
     let a = app::start(&env.home, Spec::new("feed", "main", 3000, 1)).await;
-    let r = Router::start(env.config()).await;
+    let mut config = env.config();
+    config.limits.header_read_timeout = Duration::from_secs(1);
+    let r = Router::start(config).await;
     let mut s = TcpStream::connect(("127.0.0.1", r.port)).await.unwrap();
     s.write_all(b"GET /sse HTTP/1.1\r\nhost: feed.localhost\r\naccept: text/event-stream\r\n\r\n").await.unwrap();
     let first = read_until(&mut s, "data: first", Duration::from_secs(5)).await;
     assert!(first.contains("text/event-stream"), "{first}");
     assert!(!first.contains("data: last"), "the app has not sent more yet");
+    // A quiet stream longer than the header timeout must not be cut by it.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     a.ctl.release.notify_one();
     let rest = read_until(&mut s, "data: last", Duration::from_secs(5)).await;
     assert!(rest.contains("data: last"));
