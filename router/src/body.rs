@@ -1,19 +1,78 @@
 //! The one response body type of the HTTP side: an app's streamed body, or a
-//! small one the router wrote itself.
+//! small one the router wrote itself. An app's body carries the connection it
+//! came on, and hands it back to the pool the moment the body has been read
+//! to its end — with no task per request in the common case.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+
+use crate::pool::{self, Sender, Upstream};
 
 /// A response body: streamed from an app, or the router's own.
-pub type Body = Either<Incoming, Full<Bytes>>;
+pub type Body = Either<AppBody, Full<Bytes>>;
 
 /// A body the router wrote.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Either::Right(Full::new(bytes.into()))
 }
 
-/// An app's body, passed through frame by frame.
-pub fn stream(b: Incoming) -> Body {
-    Either::Left(b)
+/// An app's body, passed through frame by frame; `conn` (if any) goes back
+/// to `upstream`'s pool once the body has ended.
+pub fn stream(inner: Incoming, conn: Option<(Arc<Upstream>, Sender)>) -> Body {
+    Either::Left(AppBody { inner, conn })
+}
+
+pin_project_lite::pin_project! {
+    /// An app's response body and the connection to return after it.
+    pub struct AppBody {
+        #[pin]
+        inner: Incoming,
+        conn: Option<(Arc<Upstream>, Sender)>,
+    }
+
+    impl PinnedDrop for AppBody {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if this.inner.is_end_stream() {
+                give_back(this.conn);
+            }
+        }
+    }
+}
+
+fn give_back(conn: &mut Option<(Arc<Upstream>, Sender)>) {
+    if let Some((up, tx)) = conn.take() {
+        pool::recycle(up, tx);
+    }
+}
+
+impl HttpBody for AppBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.project();
+        let mut inner = this.inner;
+        let polled = inner.as_mut().poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => give_back(this.conn),
+            Poll::Ready(Some(Ok(_))) if inner.is_end_stream() => give_back(this.conn),
+            Poll::Ready(Some(Err(_))) => drop(this.conn.take()),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }

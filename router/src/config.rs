@@ -45,7 +45,7 @@ pub struct Config {
     /// HTTP port; `None` applies the default rule ([`Config::http_port`]).
     /// `Some(0)` takes any free port (tests); the status API reports it.
     pub port: Option<u16>,
-    /// Listen on all interfaces (0.0.0.0 and [::]) instead of loopback only.
+    /// Listen on all interfaces (`0.0.0.0` and `[::]`) instead of loopback only.
     pub lan: bool,
     /// How long in-flight requests may finish after a shutdown request.
     pub drain_timeout: Duration,

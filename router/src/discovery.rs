@@ -18,7 +18,6 @@ use agentfs_registry::runfile::RunFile;
 use agentfs_registry::scan::{self, Listener};
 use notify::{EventKind, RecursiveMode, Watcher};
 
-use crate::error::RouterError;
 use crate::pidwatch::PidWatch;
 use crate::state::Shared;
 use crate::table::Table;
@@ -42,13 +41,22 @@ pub struct Discovery {
     _watcher: Option<notify::RecommendedWatcher>,
 }
 
-/// Scans once (so the first request sees every route), then starts the watch.
-pub async fn start(shared: Arc<Shared>) -> Result<Discovery, RouterError> {
+/// Scans once (so the first request sees every route), then starts the
+/// watch. Without a watch (e.g. the inotify limits are reached) discovery
+/// still works, through pid exits and the periodic rescan, and says so.
+pub async fn start(shared: Arc<Shared>) -> Discovery {
     let mut memory = Memory::default();
     rescan(&shared, &mut memory).await;
-    let watcher = watch_dir(&shared)?;
+    let watcher = match watch_dir(&shared) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            let every = shared.config.rescan_interval;
+            tracing::warn!(error = %e, ?every, "cannot watch the run directory; new apps are found by the periodic rescan");
+            None
+        }
+    };
     tokio::spawn(run(shared, memory));
-    Ok(Discovery { _watcher: Some(watcher) })
+    Discovery { _watcher: watcher }
 }
 
 async fn run(shared: Arc<Shared>, mut memory: Memory) {
@@ -79,6 +87,9 @@ async fn rescan(shared: &Arc<Shared>, memory: &mut Memory) {
         Ok(Err(e)) => return tracing::warn!(error = %e, "cannot scan the run directory; keeping the routes"),
         Err(e) => return tracing::error!(error = %e, "scan failed"),
     };
+    if memory.logged.len() > 10_000 {
+        memory.logged.clear();
+    }
     for (path, why) in &found.1 {
         if memory.logged.insert((path.clone(), why.clone())) {
             tracing::info!(path = %path.display(), why, "skipped");
@@ -154,7 +165,7 @@ pub fn sweep_refused(shared: &Arc<Shared>, listener: &Listener) {
     }
 }
 
-fn watch_dir(shared: &Arc<Shared>) -> Result<notify::RecommendedWatcher, RouterError> {
+fn watch_dir(shared: &Arc<Shared>) -> Result<notify::RecommendedWatcher, notify::Error> {
     let run_dir = shared.config.home.run_dir();
     let poke = shared.clone();
     let handler = move |ev: notify::Result<notify::Event>| match ev {
@@ -165,9 +176,8 @@ fn watch_dir(shared: &Arc<Shared>) -> Result<notify::RecommendedWatcher, RouterE
             poke.poke();
         }
     };
-    let err = |e: notify::Error| RouterError::Watch { path: run_dir.clone(), why: e.to_string() };
-    let mut w = notify::recommended_watcher(handler).map_err(err)?;
-    w.watch(&run_dir, RecursiveMode::NonRecursive).map_err(err)?;
+    let mut w = notify::recommended_watcher(handler)?;
+    w.watch(&run_dir, RecursiveMode::NonRecursive)?;
     Ok(w)
 }
 

@@ -21,8 +21,6 @@ pub enum RouterError {
     Listen { port: u16, why: String },
     #[error("cannot create the management socket {}: {source}", .path.display())]
     MgmtSocket { path: PathBuf, source: io::Error },
-    #[error("cannot watch {}: {why}", .path.display())]
-    Watch { path: PathBuf, why: String },
     #[error("cannot write the pidfile {}: {source}", .path.display())]
     Pidfile { path: PathBuf, source: io::Error },
     #[error("cannot start the async runtime: {0}")]

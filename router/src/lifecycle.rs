@@ -55,20 +55,13 @@ async fn serve_with(
     let listening = bound.addrs.iter().map(ToString::to_string).collect();
     let shared = Shared::new(config, bound.port, listening);
     let discovery = discovery::start(shared.clone()).await;
-    let discovery = match discovery {
-        Ok(d) => d,
-        Err(e) => {
-            let _ = std::fs::remove_file(shared.config.home.router_sock());
-            return Err(e);
-        }
-    };
-    let graceful = server::start(bound.listeners, &shared);
+    let connections = server::start(bound.listeners, &shared);
     tokio::spawn(mgmt::serve(mgmt_listener, shared.clone()));
     tracing::info!(port = shared.port, addrs = ?shared.listening, "router listening");
     wait_for_stop(&shared, shutdown, &mut hup).await;
     shared.stop();
     let _ = std::fs::remove_file(shared.config.home.router_sock());
-    drain(&shared, graceful).await;
+    drain(&shared, connections).await;
     drop(discovery);
     drop(pid_lock);
     Ok(())

@@ -51,7 +51,11 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>) {
             _ = shared.stopped() => return,
         };
         let peer_uid = stream.peer_cred().map(|c| c.uid()).ok();
-        tokio::spawn(serve_conn(stream, shared.clone(), peer_uid == Some(me), peer_uid));
+        let span = tracing::debug_span!("mgmt", ?peer_uid);
+        tokio::spawn(tracing::Instrument::instrument(
+            serve_conn(stream, shared.clone(), peer_uid == Some(me), peer_uid),
+            span,
+        ));
     }
 }
 

@@ -45,7 +45,7 @@ impl PidRecord {
 }
 
 /// The running router's hold on its pidfile; removes the file when dropped.
-pub struct PidLock {
+pub(crate) struct PidLock {
     file: File,
     path: PathBuf,
 }

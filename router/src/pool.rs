@@ -104,9 +104,13 @@ impl Upstream {
     }
 }
 
-/// Returns `tx` to `up`'s pool once its connection can take another request
-/// (the response body has been read to its end); drops it if it closes.
+/// Returns `tx` to `up`'s pool: at once if its connection can take another
+/// request (its response has been read to the end), else once it can (a task
+/// waits for that); dropped if it closes.
 pub fn recycle(up: Arc<Upstream>, mut tx: Sender) {
+    if tx.is_ready() {
+        return up.checkin(tx);
+    }
     tokio::spawn(async move {
         if tx.ready().await.is_ok() {
             up.checkin(tx);

@@ -82,9 +82,13 @@ async fn resolve(shared: &Shared, host: &Host, req: &Request<Incoming>) -> Resol
             changes = Some((shared.subscribe(), Waiting::new(shared)));
             continue;
         };
-        tokio::select! {
-            r = rx.changed() => if r.is_err() { return Resolved::Answer(starting(&app, instance, wrapper_pid, req)) },
-            _ = tokio::time::sleep_until(deadline) => return Resolved::Answer(starting(&app, instance, wrapper_pid, req)),
+        let give_up = tokio::select! {
+            r = rx.changed() => r.is_err(),
+            _ = tokio::time::sleep_until(deadline) => true,
+            _ = shared.stopped() => true,
+        };
+        if give_up {
+            return Resolved::Answer(starting(&app, instance, wrapper_pid, req));
         }
     }
 }
@@ -124,7 +128,7 @@ async fn forward(mut req: Request<Incoming>, set: &ReplicaSet, cx: Arc<ConnCtx>)
     let mut failures: Vec<(String, String)> = Vec::new();
     for up in set.candidates() {
         match send(up, req).await {
-            Ok(res) => return respond(res, client_upgrade, cx, set, fmt),
+            Ok(sent) => return respond(sent, client_upgrade, cx, set, fmt),
             Err(SendError::Connect(e, back)) => {
                 if let (ConnectError::Gone(_), Some(l)) = (&e, &up.listener) {
                     crate::discovery::sweep_refused(&cx.shared, l);
@@ -176,7 +180,10 @@ enum SendError {
 
 /// Sends on a pooled connection; if that connection turns out closed before
 /// the request left, once more on a fresh one.
-async fn send(up: &Arc<Upstream>, mut req: Request<Incoming>) -> Result<Response<Incoming>, SendError> {
+/// A response and the connection to give back once its body has ended.
+type Sent = (Response<Incoming>, Option<(Arc<Upstream>, pool::Sender)>);
+
+async fn send(up: &Arc<Upstream>, mut req: Request<Incoming>) -> Result<Sent, SendError> {
     let mut fresh = false;
     loop {
         let tx = if fresh { up.connect().await } else { up.checkout().await };
@@ -186,10 +193,8 @@ async fn send(up: &Arc<Upstream>, mut req: Request<Incoming>) -> Result<Response
         };
         match tx.try_send_request(req).await {
             Ok(res) => {
-                if res.status() != StatusCode::SWITCHING_PROTOCOLS {
-                    pool::recycle(up.clone(), tx);
-                }
-                return Ok(res);
+                let back = (res.status() != StatusCode::SWITCHING_PROTOCOLS).then(|| (up.clone(), tx));
+                return Ok((res, back));
             }
             Err(mut e) => match e.take_message() {
                 Some(back) if !fresh => {
@@ -203,7 +208,7 @@ async fn send(up: &Arc<Upstream>, mut req: Request<Incoming>) -> Result<Response
 }
 
 fn respond(
-    mut res: Response<Incoming>,
+    (mut res, conn): Sent,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     cx: Arc<ConnCtx>,
     set: &ReplicaSet,
@@ -219,7 +224,7 @@ fn respond(
         tokio::spawn(tunnel::run(client, app, cx));
     }
     headers::strip_hop_by_hop(res.headers_mut(), switching);
-    res.map(body::stream)
+    res.map(|b| body::stream(b, conn))
 }
 
 fn host_error(e: HostError, fmt: Format) -> Response<Body> {

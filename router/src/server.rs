@@ -54,10 +54,6 @@ async fn accept_loop(
     watcher: Watcher,
 ) {
     loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = shared.stopped() => return,
-        };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = shared.stopped() => return,
@@ -69,6 +65,12 @@ async fn accept_loop(
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                 continue;
             }
+        };
+        // At the limit, this connection waits for a slot and nothing more is
+        // accepted meanwhile: the rest wait in the kernel's backlog.
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = shared.stopped() => return,
         };
         let local_port = stream.local_addr().map_or(shared.port, |a| a.port());
         let cx = Arc::new(ConnCtx { shared: shared.clone(), peer, local_port, _permit: Some(permit) });

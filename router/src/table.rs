@@ -95,6 +95,7 @@ impl Table {
         router_port: u16,
     ) -> Table {
         let mut t = Table { router_port, starting: wrappers, ..Table::default() };
+        t.starting.sort_by(|a, b| (&a.app, &a.instance, a.wrapper_pid).cmp(&(&b.app, &b.instance, b.wrapper_pid)));
         let mut reuse = |key: UpKey, target: &Target, listener: Option<&Listener>| {
             let up =
                 old.upstreams.get(&key).cloned().unwrap_or_else(|| Upstream::new(target.clone(), listener.cloned()));

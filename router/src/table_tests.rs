@@ -1,3 +1,5 @@
+//! Unit tests of the route table: grammar resolution, replicas, static routes, views.
+
 use super::*;
 use agentfs_registry::runfile::SocketName;
 

@@ -23,7 +23,7 @@ async fn a_new_sidecar_is_routed_within_milliseconds() {
     for i in 0..100u16 {
         let app_name = format!("a{i}");
         let mut spec = Spec::new(&app_name, "main", 3000, 1);
-        spec.sidecar = false;
+        (spec.sidecar, spec.hashed) = (false, true);
         let a = app::start(&env.home, spec).await;
         assert_eq!(conn.get(&format!("{app_name}.localhost"), "/", &[]).await.status, 404, "no sidecar, no route yet");
         let t0 = Instant::now();

@@ -79,3 +79,31 @@ async fn a_slowloris_is_closed_after_the_header_timeout_while_others_are_served(
     assert!(matches!(silent_read, Ok(Ok(0)) | Ok(Err(_))), "a client that sends nothing is closed too");
     r.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_limit_wait_for_a_free_slot() {
+    let env = Env::new("maxconn");
+    let a = app::start(&env.home, Spec::new("shop", "main", 3000, 1)).await;
+    let mut config = env.config();
+    config.limits.max_connections = 2;
+    let r = Router::start(config).await;
+    let mut idle1 = TcpStream::connect(("127.0.0.1", r.port)).await.unwrap();
+    let mut idle2 = TcpStream::connect(("127.0.0.1", r.port)).await.unwrap();
+    idle1.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+    idle2.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+    let port = r.port;
+    let third = tokio::spawn(async move { tag(port, "shop.localhost").await });
+    // A bounded look for an answer that must not come while both slots are taken.
+    let early = tokio::time::timeout(Duration::from_millis(300), async {
+        while !third.is_finished() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(early.is_err(), "a third connection was served beyond the limit of 2");
+    drop(idle1);
+    let served = tokio::time::timeout(Duration::from_secs(5), third).await.expect("served once a slot frees");
+    assert_eq!(served.unwrap(), a.stem);
+    drop(idle2);
+    r.stop().await.unwrap();
+}

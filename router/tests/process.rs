@@ -5,6 +5,7 @@
 //!   completes, new connections are refused, exit status 0.
 //! - Acceptance 3: a 200 MB upload streams through while the router's RSS
 //!   grows by less than 32 MB.
+//! - SIGHUP rescans; `pidfile::terminate` stops the verified router.
 
 mod support;
 
@@ -31,9 +32,10 @@ fn main() -> ExitCode {
         return child_router();
     }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let checks: [(&str, Check); 2] = [
+    let checks: [(&str, Check); 3] = [
         ("sigterm_drains_in_flight_refuses_new_and_exits_0", || Box::pin(sigterm_drain())),
         ("upload_of_200_mb_streams_with_small_rss_growth", || Box::pin(upload_rss())),
+        ("sighup_rescans_and_pidfile_terminate_stops", || Box::pin(sighup_rescans())),
     ];
     let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let (mut passed, mut failed) = (0, 0);
@@ -54,6 +56,9 @@ fn child_router() -> ExitCode {
     let home = Home::from_env().expect("AGENTFS_HOME");
     let mut config = Config::from_env(home).expect("config");
     config.port = Some(0);
+    if let Some(secs) = std::env::var("AGENTFS_TEST_RESCAN_SECS").ok().and_then(|s| s.parse().ok()) {
+        config.rescan_interval = Duration::from_secs(secs);
+    }
     match agentfs_router::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -78,6 +83,7 @@ impl Drop for RouterProcess {
 async fn spawn_router(env: &Env, drain_secs: u32) -> RouterProcess {
     let child = Command::new(std::env::current_exe().unwrap())
         .env(CHILD, "1")
+        .env("AGENTFS_TEST_RESCAN_SECS", "3600")
         .env("AGENTFS_HOME", env.home.root())
         .env("AGENTFS_DRAIN_TIMEOUT_SECS", drain_secs.to_string())
         .spawn()
@@ -186,4 +192,29 @@ async fn upload_rss() {
     assert!(growth_mb < 32.0, "RSS grew by {growth_mb:.1} MB");
     sigterm(pid);
     assert_eq!(wait_exit(&mut router.child, Duration::from_secs(10)).await.code(), Some(0));
+}
+
+async fn sighup_rescans() {
+    let env = Env::new("hup");
+    let mut router = spawn_router(&env, 10).await;
+    let port = router.port;
+    let mut bare = Spec::new("bare", "main", 3000, 1);
+    bare.sidecar = false;
+    let a = app::start(&env.home, bare).await;
+    assert_eq!(get(port, "bare.localhost", "/", &[]).await.status, 404, "socket creation alone is no signal");
+    let pid = rustix::process::Pid::from_raw(router.child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
+    let live = support::poll(Duration::from_secs(5), || async move {
+        (get(port, "bare.localhost", "/", &[]).await.status == 200).then_some(())
+    })
+    .await;
+    assert!(live.is_some(), "SIGHUP rescans run/ and finds the bare socket");
+    assert_eq!(a.ctl.hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    let h = env.home.clone();
+    let signalled = blocking(move || agentfs_router::pidfile::terminate(&h).unwrap()).await;
+    assert_eq!(signalled, Some(router.child.id()));
+    assert_eq!(wait_exit(&mut router.child, Duration::from_secs(10)).await.code(), Some(0));
+    let h = env.home.clone();
+    assert_eq!(blocking(move || agentfs_router::pidfile::terminate(&h).unwrap()).await, None, "nothing to signal");
 }

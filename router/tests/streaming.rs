@@ -22,12 +22,16 @@ use tokio::net::TcpStream;
 async fn sse_first_event_arrives_before_the_response_ends() {
     let env = Env::new("sse");
     let a = app::start(&env.home, Spec::new("feed", "main", 3000, 1)).await;
-    let r = Router::start(env.config()).await;
+    let mut config = env.config();
+    config.limits.header_read_timeout = Duration::from_secs(1);
+    let r = Router::start(config).await;
     let mut s = TcpStream::connect(("127.0.0.1", r.port)).await.unwrap();
     s.write_all(b"GET /sse HTTP/1.1\r\nhost: feed.localhost\r\naccept: text/event-stream\r\n\r\n").await.unwrap();
     let first = read_until(&mut s, "data: first", Duration::from_secs(5)).await;
     assert!(first.contains("text/event-stream"), "{first}");
     assert!(!first.contains("data: last"), "the app has not sent more yet");
+    // A quiet stream longer than the header timeout must not be cut by it.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     a.ctl.release.notify_one();
     let rest = read_until(&mut s, "data: last", Duration::from_secs(5)).await;
     assert!(rest.contains("data: last"));
@@ -119,5 +123,24 @@ async fn h2c_clients_are_served() {
         assert_eq!(v["uri"], path, "origin-form to the app");
         assert_eq!(v["headers"]["host"], format!("main.shop.localhost:{}", r.port), "Host from :authority");
     }
+    r.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_flight_request_survives_its_route_going_away() {
+    let env = Env::new("inflight");
+    let a = app::start(&env.home, Spec::new("slow", "main", 3000, 1)).await;
+    let r = Router::start(env.config()).await;
+    let port = r.port;
+    let got = a.ctl.got.notified();
+    let in_flight = tokio::spawn(async move { support::http::get(port, "slow.localhost", "/slow", &[]).await });
+    got.await;
+    std::fs::remove_file(env.run_dir().join(format!("{}.json", a.stem))).unwrap();
+    std::fs::remove_file(&a.sock).unwrap();
+    r.rescan().await;
+    assert_eq!(support::http::get(port, "slow.localhost", "/", &[]).await.status, 404, "the route is gone");
+    a.ctl.release.notify_one();
+    let res = in_flight.await.unwrap();
+    assert_eq!((res.status.as_u16(), res.body.as_str()), (200, "slow done"));
     r.stop().await.unwrap();
 }

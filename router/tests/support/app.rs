@@ -61,11 +61,14 @@ pub struct Spec<'a> {
     /// `Some((pid, n))`: a replica stem.
     pub replica: Option<(u32, u32)>,
     pub sidecar: bool,
+    /// Use a short hashed stem (as for names too long for sun_path): without
+    /// its sidecar such a socket has no identity and is never routed.
+    pub hashed: bool,
 }
 
 impl<'a> Spec<'a> {
     pub fn new(app: &'a str, instance: &'a str, port: u16, started_at_ms: u64) -> Spec<'a> {
-        Spec { app, instance, port, started_at_ms, replica: None, sidecar: true }
+        Spec { app, instance, port, started_at_ms, replica: None, sidecar: true, hashed: false }
     }
 }
 
@@ -80,7 +83,7 @@ pub async fn start(home: &Home, spec: Spec<'_>) -> App {
     if let Some((pid, n)) = spec.replica {
         name = name.with_replica(pid, n);
     }
-    let stem = name.stem_in(&run);
+    let stem = if spec.hashed { agentfs_registry::runfile::hashed_stem(&name.stem()) } else { name.stem_in(&run) };
     let sock = scan::socket_path(&run, &stem);
     let listener = UnixListener::bind(&sock).unwrap();
     let ctl =
