@@ -127,7 +127,7 @@ pub fn start(home: &Home, p: &PortArg) -> Result<Status> {
         }
         if let Some(status) = child.try_wait()? {
             let why = log_since(&log_path, log_start);
-            bail!("the router exited ({status}) while starting: {why}");
+            bail!("the router could not start ({status}): {why}");
         }
         if Instant::now() > deadline {
             let _ = child.kill();
@@ -156,7 +156,7 @@ fn log_since(path: &std::path::Path, start: u64) -> String {
         let _ = f.take(64 * 1024).read_to_string(&mut text);
     }
     let line = text.lines().rev().find(|l| l.contains("ERROR") || l.contains("error")).or_else(|| text.lines().last());
-    line.map_or_else(|| format!("see {}", path.display()), |l| l.trim().to_owned())
+    line.map_or_else(|| format!("see {}", path.display()), |l| l.trim().trim_start_matches("agentfs: ").to_owned())
 }
 
 fn stop(home: &Home) -> Result<ExitCode> {

@@ -1,7 +1,11 @@
-//! The HTTP listeners: 127.0.0.1 and [::1] on one port (one family failing
-//! is a warning, both an error), or 0.0.0.0 and [::] with `lan`. Never a
-//! wildcard address otherwise: dev servers are not for the network.
+//! The HTTP listeners: 127.0.0.1 and [::1] on one port, or 0.0.0.0 and [::]
+//! with `lan`. Never a wildcard address otherwise: dev servers are not for
+//! the network. A family this machine lacks (no IPv6) is a warning; a port
+//! another program holds on either family is an error, because a router
+//! that answers on one family only would leave `curl`, which tries ::1
+//! first, talking to that other program.
 
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use tokio::net::{TcpListener, TcpSocket};
@@ -15,6 +19,10 @@ pub struct Bound {
     pub addrs: Vec<SocketAddr>,
 }
 
+/// With port 0, how often to pick a new port when the other family's half
+/// of the first one is taken.
+const ANY_PORT_ATTEMPTS: usize = 8;
+
 /// Binds both families on `port` (0: any free port, the same for both).
 pub fn bind(port: u16, lan: bool) -> Result<Bound, RouterError> {
     let ips: [IpAddr; 2] = if lan {
@@ -22,9 +30,21 @@ pub fn bind(port: u16, lan: bool) -> Result<Bound, RouterError> {
     } else {
         [Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()]
     };
+    let attempts = if port == 0 { ANY_PORT_ATTEMPTS } else { 1 };
+    let mut last = None;
+    for _ in 0..attempts {
+        match bind_all(&ips, port) {
+            Ok(bound) => return Ok(bound),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or(RouterError::Listen { port, why: "no address to listen on".into() }))
+}
+
+fn bind_all(ips: &[IpAddr], port: u16) -> Result<Bound, RouterError> {
     let mut bound = Bound { listeners: Vec::new(), port, addrs: Vec::new() };
-    let mut errors = Vec::new();
-    for ip in ips {
+    let mut missing = Vec::new();
+    for &ip in ips {
         let addr = SocketAddr::new(ip, bound.port);
         match bind_one(addr) {
             Ok(l) => {
@@ -33,19 +53,37 @@ pub fn bind(port: u16, lan: bool) -> Result<Bound, RouterError> {
                 bound.addrs.push(local);
                 bound.listeners.push(l);
             }
-            Err(e) => errors.push(format!("{addr}: {e}")),
+            Err(e) if family_unavailable(&e) => missing.push(format!("{addr}: {e}")),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                let why = format!("{addr} is in use by another program");
+                return Err(RouterError::Listen { port: bound.port, why });
+            }
+            Err(e) => return Err(RouterError::Listen { port: bound.port, why: format!("{addr}: {e}") }),
         }
     }
     if bound.listeners.is_empty() {
-        return Err(RouterError::Listen { port, why: errors.join("; ") });
+        return Err(RouterError::Listen { port, why: missing.join("; ") });
     }
-    for e in errors {
-        tracing::warn!("cannot listen on {e}; serving the other address family only");
+    for m in missing {
+        tracing::warn!("cannot listen on {m}; serving the other address family only");
     }
     Ok(bound)
 }
 
-fn bind_one(addr: SocketAddr) -> std::io::Result<TcpListener> {
+/// Errors that mean "this machine has no such address family or address"
+/// (IPv6 disabled, no loopback of that family), as opposed to a port conflict.
+fn family_unavailable(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc_errno::EADDRNOTAVAIL | libc_errno::EAFNOSUPPORT | libc_errno::EPROTONOSUPPORT))
+}
+
+/// The errno values `family_unavailable` looks for, from rustix (no libc dependency here).
+mod libc_errno {
+    pub const EADDRNOTAVAIL: i32 = rustix::io::Errno::ADDRNOTAVAIL.raw_os_error();
+    pub const EAFNOSUPPORT: i32 = rustix::io::Errno::AFNOSUPPORT.raw_os_error();
+    pub const EPROTONOSUPPORT: i32 = rustix::io::Errno::PROTONOSUPPORT.raw_os_error();
+}
+
+fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
     let sock = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     sock.set_reuseaddr(true)?;
     if addr.is_ipv6() {
@@ -53,4 +91,26 @@ fn bind_one(addr: SocketAddr) -> std::io::Result<TcpListener> {
     }
     sock.bind(addr)?;
     sock.listen(1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_families_are_told_apart_from_conflicts() {
+        let err = |n: i32| io::Error::from_raw_os_error(n);
+        assert!(family_unavailable(&err(libc_errno::EADDRNOTAVAIL)));
+        assert!(family_unavailable(&err(libc_errno::EAFNOSUPPORT)));
+        let in_use = io::Error::from(io::ErrorKind::AddrInUse);
+        assert!(!family_unavailable(&in_use));
+        assert!(!family_unavailable(&err(rustix::io::Errno::ADDRINUSE.raw_os_error())));
+    }
+
+    #[tokio::test]
+    async fn any_port_is_the_same_on_both_families() {
+        let b = bind(0, false).unwrap();
+        assert_ne!(b.port, 0);
+        assert!(b.addrs.iter().all(|a| a.port() == b.port));
+    }
 }

@@ -58,28 +58,18 @@ async fn an_unsafe_home_is_refused_with_the_fix() {
     assert!(!env.home.router_sock().exists() && !env.home.router_pid().exists());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_family_failing_is_a_warning_both_an_error() {
+#[tokio::test]
+async fn a_port_another_program_holds_on_either_family_is_refused() {
     let env = Env::new("family");
-    let v6 = std::net::TcpListener::bind("[::1]:0").unwrap();
-    let port = v6.local_addr().unwrap().port();
     let mut config = env.config();
-    config.port = Some(port);
-    let r = Router::start(config.clone()).await;
-    let h = env.home.clone();
-    let status = blocking(move || client::status(&h).unwrap()).await;
-    assert_eq!(status.listening, vec![format!("127.0.0.1:{port}")]);
-    assert_eq!(support::http::get(port, "localhost", "/api/routes", &[]).await.status, 200);
-    r.stop().await.unwrap();
-
-    let v4 = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
-    let taken = v4.local_addr().unwrap().port();
-    let Ok(_v6_too) = std::net::TcpListener::bind(("::1", taken)) else {
-        return eprintln!("skipped the both-taken part: [::1]:{taken} is in use elsewhere");
-    };
-    config.port = Some(taken);
-    let err = agentfs_router::serve(config, async {}).await.unwrap_err();
-    assert!(matches!(&err, RouterError::Listen { port, .. } if *port == taken), "{err}");
-    assert!(err.to_string().contains("127.0.0.1") && err.to_string().contains("--port"), "{err}");
-    assert!(!env.home.router_pid().exists(), "no pidfile left behind");
+    for holder in ["[::1]:0", "127.0.0.1:0"] {
+        let other = std::net::TcpListener::bind(holder).unwrap();
+        let taken = other.local_addr().unwrap().port();
+        config.port = Some(taken);
+        let err = agentfs_router::serve(config.clone(), async {}).await.unwrap_err();
+        assert!(matches!(&err, RouterError::Listen { port, .. } if *port == taken), "{err}");
+        let line = err.to_string();
+        assert!(line.contains("in use by another program") && line.contains("--port"), "{line}");
+        assert!(!env.home.router_pid().exists(), "no pidfile left behind");
+    }
 }
