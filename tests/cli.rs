@@ -327,3 +327,55 @@ fn bad_input_gets_one_clear_line_and_a_failure_status() {
     assert_eq!(r.stderr.trim().lines().count(), 1, "{r:?}");
     assert!(r.stderr.contains(&port), "names the port: {r:?}");
 }
+
+#[test]
+fn a_request_during_start_up_waits_for_the_app() {
+    let env = Env::new("early");
+    let dir = TempDir::new("early");
+    let slow = "import time, http.server as h; time.sleep(1.5); \
+        h.HTTPServer(('', 8000), h.SimpleHTTPRequestHandler).serve_forever()";
+    let _app = wrap_in(&env, dir.path(), &["--name", "slow", "--instance", "main", "--", "python3", "-c", slow]);
+    wait_for("the wrapper record", START, || {
+        env.home.run_files().iter().any(|f| f.starts_with("slow.main.wrapper-")).then_some(())
+    });
+    let asked = Instant::now();
+    let r = env.get("slow.localhost", "/").unwrap();
+    assert_eq!(r.status, 200, "held until the app listened, not 404/503: {r:?}");
+    assert!(asked.elapsed() >= Duration::from_millis(500), "it did wait: {:?}", asked.elapsed());
+}
+
+#[test]
+fn doctor_reports_each_check_and_judges_a_command() {
+    let env = Env::new("doctor");
+    let r = env.run(&["doctor"]);
+    for needle in ["shim", "loads", "home", "router not running", "sun_path"] {
+        assert!(r.stdout.contains(needle), "{needle}: {r:?}");
+    }
+    assert!(r.stdout.lines().all(|l| l.starts_with('✓') || l.starts_with('✗') || l.starts_with("  → ")), "{r:?}");
+    let dir = TempDir::new("doctor");
+    let exe = compile_c("static_server.c", dir.path(), &["-static"]);
+    let r = env.run(&["doctor", "--", exe.to_str().unwrap()]);
+    assert!(r.stdout.contains("statically linked") && r.stdout.contains("PORT"), "{r:?}");
+    let r = env.run(&["doctor", "--", "node"]);
+    assert!(r.stdout.contains("dynamically linked"), "{r:?}");
+    let r = env.run(&["doctor", "--", "no-such-program-xyz"]);
+    assert!(r.stdout.contains("✗ no-such-program-xyz: not found"), "{r:?}");
+    assert_eq!(r.code, Some(1));
+}
+
+#[test]
+fn help_has_examples_and_completions_are_printed() {
+    let env = Env::new("help");
+    for cmd in ["wrap", "ps", "route", "unroute", "doctor", "completions"] {
+        let r = env.run(&[cmd, "--help"]);
+        assert_eq!(r.code, Some(0), "{cmd}: {r:?}");
+        assert!(r.stdout.contains("Example"), "{cmd} --help has examples: {}", r.stdout);
+    }
+    let r = env.run(&["completions", "bash"]);
+    assert_eq!(r.code, Some(0));
+    assert!(
+        r.stdout.contains("complete -F") && r.stdout.contains("agentfs"),
+        "{}",
+        &r.stdout[..200.min(r.stdout.len())]
+    );
+}

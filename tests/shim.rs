@@ -326,3 +326,21 @@ fn a_stale_socket_of_a_killed_process_does_not_block_the_next_bind() {
     assert_eq!(home.sidecar("api.main.8600")["pid"].as_u64(), Some(u64::from(second.pid())));
     assert!(second.stderr().contains("converted to"), "{}", second.stderr());
 }
+
+#[test]
+fn debug_file_logs_every_decision() {
+    let home = Home::new("debuglog");
+    let mut cmd = home.wrapped("app", "main", "python3");
+    cmd.env("AGENTFS_DEBUG", "1").args([
+        "-c",
+        "import socket; s = socket.socket(); s.bind(('127.0.0.1', 8700)); s.listen(); \
+        u = socket.socket(); u.bind(('127.0.0.1', 0)); print('{}')",
+    ]);
+    let mut p = Proc::spawn(cmd);
+    assert!(p.wait(START).success(), "{}", p.output());
+    let log = std::fs::read_to_string(home.path().join(format!("logs/shim.{}.log", p.pid()))).unwrap();
+    assert!(log.contains("bind 127.0.0.1:8700: converted to"), "{log}");
+    assert!(log.contains("bind 127.0.0.1:0: passed through (port 0)"), "{log}");
+    assert!(log.lines().all(|l| l.starts_with(&format!("agentfs-shim[{}] fd=", p.pid()))), "{log}");
+    assert!(p.stderr().is_empty(), "nothing on the app's stderr: {}", p.stderr());
+}
