@@ -134,7 +134,7 @@ fn ctrl_c(env: &Env, dir: &Path, cmd: &[&str]) -> Value {
     harness.args(["wrap", "--name", "tty", "--instance", "main", "--"]).args(cmd);
     harness.env("AGENTFS_HOME", env.home.path()).env("AGENTFS_HTTP_PORT", env.port.to_string());
     let mut p = Proc::spawn(harness);
-    assert!(p.wait(Duration::from_secs(60)).success(), "{}", p.output());
+    assert!(p.wait(Duration::from_secs(90)).success(), "{}", p.output());
     serde_json::from_str(p.stdout().lines().last().unwrap()).unwrap()
 }
 
@@ -151,8 +151,8 @@ fn ctrl_c_at_a_terminal_stops_app_and_wrapper_and_cleans_up() {
     assert_eq!(out.matches("KeyboardInterrupt").count(), 1, "Ctrl-C reached the app once: {out}");
     wait_for("run/ to be empty", Duration::from_secs(2), || env.home.run_files().is_empty().then_some(()));
 
-    let graceful = "import signal, sys, time; print('READY', flush=True); \
-        signal.signal(signal.SIGINT, lambda *_: sys.exit(0)); time.sleep(60)";
+    let graceful = "import signal, sys, time; signal.signal(signal.SIGINT, lambda *_: sys.exit(0)); \
+        print('READY', flush=True); time.sleep(60)";
     let r = ctrl_c(&env, dir.path(), &["python3", "-c", graceful]);
     assert_eq!(r["status"], 0, "an app that exits 0 on Ctrl-C: {r}");
 }
@@ -378,4 +378,20 @@ fn help_has_examples_and_completions_are_printed() {
         "{}",
         &r.stdout[..200.min(r.stdout.len())]
     );
+}
+
+#[test]
+fn a_killed_wrapper_takes_its_command_down() {
+    let env = Env::new("orphan");
+    let dir = TempDir::new("orphan");
+    let app =
+        wrap_in(&env, dir.path(), &["--name", "o", "--instance", "main", "--", "python3", "-m", "http.server", "8000"]);
+    wait_stderr(&app, "agentfs: o (main) →", START);
+    let server = env.home.sidecar("o.main.8000")["pid"].as_u64().unwrap() as u32;
+    app.signal(libc::SIGKILL);
+    wait_for("the server to exit", Duration::from_secs(5), || {
+        (!std::path::Path::new(&format!("/proc/{server}")).exists()
+            || std::fs::read_to_string(format!("/proc/{server}/stat")).is_ok_and(|s| s.contains(") Z ")))
+        .then_some(())
+    });
 }

@@ -301,7 +301,7 @@ fn forking_while_threads_bind_never_deadlocks() {
     let mut p = Proc::spawn(cmd);
     let status = p.wait(Duration::from_secs(90));
     assert!(status.success(), "{status}\n{}", p.output());
-    assert!(p.stdout().starts_with("OK forks=200"), "{}", p.output());
+    assert!(p.stdout().starts_with("OK forks=500"), "{}", p.output());
     assert!(home.run_files().is_empty(), "every socket file was removed: {:?}", home.run_files());
 }
 
@@ -343,4 +343,41 @@ fn debug_file_logs_every_decision() {
     assert!(log.contains("bind 127.0.0.1:0: passed through (port 0)"), "{log}");
     assert!(log.lines().all(|l| l.starts_with(&format!("agentfs-shim[{}] fd=", p.pid()))), "{log}");
     assert!(p.stderr().is_empty(), "nothing on the app's stderr: {}", p.stderr());
+}
+
+#[test]
+fn finer_points_of_faithfulness() {
+    let home = Home::new("probe");
+    let mut cmd = home.wrapped("app", "main", "python3");
+    cmd.env_remove("AGENTFS_DEBUG").arg(fixture("probe.py")).arg("9100");
+    let mut p = Proc::spawn(cmd);
+    assert!(p.wait(Duration::from_secs(60)).success(), "{}", p.output());
+    let r = json_line(&p.stdout());
+    let expect = serde_json::json!({
+        "nodelay_read_back": [1, 0, 1],
+        "bad_values_are_einval": ["EINVAL", "EINVAL"],
+        "dup_outlives_original": [true, true, true, true],
+        "exec_child_sees_family": [libc::AF_INET6.to_string(), "::", "9105"],
+        "redirected_client_names": ["127.0.0.1", 9106, "127.0.0.1", ["127.0.0.1", "9106"]],
+        "forked_child_exit_keeps_parents_file": true,
+        "exit_removes_files": [0, false, false],
+        "second_process_gets_eaddrinuse": ["EADDRINUSE", true, "ok"],
+        "closerange_removes_files": false,
+        "raw_close_then_socket": [true, ["0.0.0.0", 0], false],
+        "raw_close_rebind_with_number_held": [true, true],
+        "raw_close_then_accept": [true, true, false],
+        "accepted_local_address": ["::1", 9114],
+        "socket_options_carried": [1, true],
+        "fd_flags_carried": [true, true, false, false, true],
+        "unset_tcp_option_reads_the_default": true,
+        "already_bound_is_einval": "EINVAL",
+        "redirect_falls_back_to_a_replica": [true, true],
+        "full_backlog_connect_waits": [0, 0, 9121],
+        "bare_socket_holder_is_eaddrinuse": "EADDRINUSE",
+        "setsig_carried": true,
+        "so_protocol": true,
+    });
+    for (check, want) in expect.as_object().unwrap() {
+        assert_eq!(&r[check], want, "{check}\n{}", p.output());
+    }
 }

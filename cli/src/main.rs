@@ -7,7 +7,7 @@
 //!   `shim` (the embedded shim), `program` (can the shim enter CMD?),
 //!   `signals` (forwarding), `watch` (banner, PORT fallback route).
 //! - `ps`, `route`, `router_ctl`, `doctor` — the other commands.
-//! - `sys` — the two system calls std lacks (kill, setsid).
+//! - `sys` — the system calls std lacks (kill, setsid, the parent-death signal).
 #![deny(unsafe_code)]
 
 mod args;

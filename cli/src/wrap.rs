@@ -103,6 +103,7 @@ pub fn run(args: WrapArgs) -> Result<ExitCode> {
 fn command(args: &WrapArgs, home: &Home, me: &Instance, fallback_port: Option<u16>) -> Result<Command> {
     let mut cmd = Command::new(&args.command[0]);
     cmd.args(&args.command[1..]);
+    crate::sys::terminate_with_parent(&mut cmd);
     let host = hostname(&me.app, Some(&me.instance));
     let own_socket = scan::socket_path(
         &home.run_dir(),

@@ -72,7 +72,8 @@ impl Home {
     }
 }
 
-/// A running process, killed (SIGKILL, by pid) and reaped on drop.
+/// A running process in a process group of its own; on drop the whole group
+/// (the process and everything it started) is killed and the process reaped.
 pub struct Proc {
     pub child: Child,
     out: PathBuf,
@@ -83,6 +84,8 @@ pub struct Proc {
 impl Proc {
     /// Starts `cmd` with stdout/stderr captured to files.
     pub fn spawn(mut cmd: Command) -> Proc {
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
         let dir = TempDir::new("proc");
         let out = dir.path().join("stdout");
         let err = dir.path().join("stderr");
@@ -149,7 +152,10 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // SAFETY: kill(2) on the process group this test created. Its id is the
+        // child's pid; the kernel does not hand that number out again while the
+        // group has members, so only our processes can receive this.
+        unsafe { libc::kill(-(self.pid() as i32), libc::SIGKILL) };
         let _ = self.child.wait();
     }
 }
