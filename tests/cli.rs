@@ -249,7 +249,7 @@ fn a_static_binary_is_routed_through_port() {
     let exe = compile_c("static_server.c", dir.path(), &["-static"]);
     let app = wrap_in(&env, dir.path(), &["--name", "gosvc", "--instance", "main", "--", exe.to_str().unwrap()]);
     let err = wait_stderr(&app, "agentfs: gosvc (main) →", START);
-    assert!(err.contains("statically linked") && err.contains("PORT="), "{err}");
+    assert!(err.contains("cannot load the shim") && err.contains("PORT="), "{err}");
     assert_eq!(env.wait_routed("gosvc.localhost", START).body, "static hello\n");
     let ps: Value = serde_json::from_str(&env.run(&["ps", "--json"]).stdout).unwrap();
     assert!(ps[0]["socket"].as_str().unwrap().starts_with("tcp:127.0.0.1:"), "{ps}");

@@ -12,7 +12,9 @@ use agentfs_registry::env::{self, PortSet};
 use agentfs_registry::sunpath::SUN_PATH_LEN;
 use agentfs_registry::{Home, HomeError};
 
-use crate::program::{self, Kind};
+use agentfs_registry::binary::Binary;
+
+use crate::program;
 use crate::{router_ctl, shim};
 
 /// The result of one check.
@@ -36,8 +38,8 @@ pub fn run(command: &[OsString]) -> Result<ExitCode> {
     let mut findings = vec![check_home(&home), check_shim(&home), check_router(&home), check_resolution()];
     findings.push(check_sun_path(&home));
     findings.extend(check_env());
-    if let Some(program) = command.first() {
-        findings.extend(check_command(program));
+    if !command.is_empty() {
+        findings.extend(check_command(&home, command));
     }
     for f in &findings {
         println!("{} {}", if f.ok { "✓" } else { "✗" }, f.what);
@@ -127,24 +129,64 @@ fn check_env() -> Vec<Finding> {
     v
 }
 
-fn check_command(program: &OsString) -> Vec<Finding> {
+fn check_command(home: &Home, command: &[OsString]) -> Vec<Finding> {
+    let program = &command[0];
     let shown = program.to_string_lossy();
     let Some(r) = program::resolve(program, std::env::var_os("PATH").as_deref()) else {
         return vec![bad(format!("{shown}: not found"), "check the spelling or your PATH")];
     };
     let chain: Vec<String> = r.chain.iter().map(|p| p.display().to_string()).collect();
     let mut v = vec![ok(format!("{shown} runs as {}", chain.join(" → ")))];
+    let last = chain.last().map_or("", String::as_str);
+    let fallback = "agentfs wrap sets PORT to a free port and routes the instance there; the app must listen on $PORT";
     v.push(match r.kind {
-        Kind::Static => Finding {
+        Binary::ElfStatic => Finding {
             ok: true,
-            what: format!("{} is statically linked: the shim cannot enter it", chain.last().map_or("", String::as_str)),
-            fix: Some(
-                "agentfs wrap sets PORT to a free port and routes the instance there; the app must listen on $PORT"
-                    .into(),
-            ),
+            what: format!("{last} is statically linked: the shim cannot enter it"),
+            fix: Some(fallback.into()),
         },
-        Kind::Dynamic => ok("dynamically linked: the shim loads into it"),
-        Kind::Other => ok("not an ELF executable this check reads; the shim is expected to load"),
+        k @ Binary::MachO { .. } if k.refuses_shim() => Finding {
+            ok: true,
+            what: format!("{last} runs as arm64e here: dyld would kill it with the (arm64) shim"),
+            fix: Some(fallback.into()),
+        },
+        Binary::ElfDynamic => ok("dynamically linked: the shim loads into it"),
+        Binary::MachO { .. } => ok("a Mach-O executable the shim can load into (unless it is restricted)"),
+        Binary::Script | Binary::Other => ok("not an executable format this check reads; the shim is expected to load"),
     });
+    v.extend(check_launch_plan(home, command));
+    #[cfg(target_vendor = "apple")]
+    if let Ok(shim) = shim::path(home) {
+        v.extend(crate::doctor_macos::check(&r.chain, &shim));
+    }
     v
+}
+
+/// What `agentfs wrap` will do to keep the shim across protected programs
+/// (macOS, or `AGENTFS_SIMULATE_SIP`).
+fn check_launch_plan(home: &Home, command: &[OsString]) -> Vec<Finding> {
+    use agentfs_registry::launch::{self, Launch, Rules};
+    use agentfs_registry::launch_probe::RealProbe;
+    let probe = RealProbe::from_env();
+    if !cfg!(target_vendor = "apple") && probe.simulate_sip.is_none() {
+        return Vec::new();
+    }
+    let Ok(shim_path) = shim::path(home) else { return Vec::new() };
+    let Some(argv) = command.iter().map(|a| a.to_str().map(str::to_owned)).collect::<Option<Vec<_>>>() else {
+        return Vec::new();
+    };
+    let mut env: Vec<String> =
+        std::env::vars().collect::<Vec<_>>().into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+    env.push(format!("{}={}", env::SHIM, shim_path.display()));
+    env.push(format!("{}={}", shim::PRELOAD_VAR, shim_path.display()));
+    let l = Launch { file: argv[0].clone(), search: true, path_var: std::env::var("PATH").ok(), argv, env };
+    let plan = launch::resolve(&l, &Rules::host(), &probe);
+    plan.notes
+        .into_iter()
+        .map(|n| Finding {
+            ok: !n.contains("is lost"),
+            what: format!("launch: {n}"),
+            fix: Some("agentfs wrap does this by itself".into()),
+        })
+        .collect()
 }

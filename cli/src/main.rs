@@ -4,7 +4,7 @@
 //! # Layout
 //! - `args` — the command line (clap), with every command's help and examples.
 //! - `wrap` — `agentfs wrap -- CMD`, with `identity` (app/instance names),
-//!   `shim` (the embedded shim), `program` (can the shim enter CMD?),
+//!   `shim` (the embedded shim), `program` (can the shim enter CMD?), `launch` (SIP-proof start),
 //!   `signals` (forwarding), `watch` (banner, PORT fallback route).
 //! - `ps`, `route`, `router_ctl`, `doctor` — the other commands.
 //! - `sys` — the system calls std lacks (kill, setsid, the parent-death signal).
@@ -12,7 +12,9 @@
 
 mod args;
 mod doctor;
+mod doctor_macos;
 mod identity;
+mod launch;
 mod program;
 mod ps;
 mod route;

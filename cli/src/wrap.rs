@@ -9,15 +9,16 @@ use std::process::{Command, ExitCode, ExitStatus};
 
 use anyhow::{Context, Result};
 
+use agentfs_registry::launch_probe::refuses_shim;
 use agentfs_registry::names::{hostname, url};
 use agentfs_registry::record::{self, VERSION, WrapperRecord};
 use agentfs_registry::runfile::wrapper_stem;
 use agentfs_registry::{Home, Label, SocketName, env, liveness, scan};
 
 use crate::args::WrapArgs;
-use crate::program::{self, Kind};
+use crate::program;
 use crate::signals::Forwarder;
-use crate::{identity, router_ctl, shim, watch};
+use crate::{identity, launch, router_ctl, shim, watch};
 
 /// Who this wrapper runs, and where it is reachable.
 pub struct Instance {
@@ -53,7 +54,9 @@ pub fn run(args: WrapArgs) -> Result<ExitCode> {
     let program = &args.command[0];
     let resolved = program::resolve(program, std::env::var_os("PATH").as_deref());
     let fallback_port = match &resolved {
-        Some(r) if r.kind == Kind::Static => Some(watch::free_loopback_port()?),
+        Some(r) if r.kind.refuses_shim() || r.chain.last().is_some_and(|p| p.to_str().is_some_and(refuses_shim)) => {
+            Some(watch::free_loopback_port()?)
+        }
         _ => None,
     };
     let mut cmd = command(&args, &home, &me, fallback_port)?;
@@ -87,7 +90,7 @@ pub fn run(args: WrapArgs) -> Result<ExitCode> {
             let shown =
                 resolved.as_ref().and_then(|r| r.chain.last()).map_or_else(String::new, |p| p.display().to_string());
             eprintln!(
-                "agentfs: {shown} is statically linked, so the shim cannot enter it; \
+                "agentfs: {shown} cannot load the shim (statically linked, arm64e, or hardened against it); \
                  it gets PORT={port} and {} routes to 127.0.0.1:{port}",
                 me.url
             );
@@ -101,34 +104,36 @@ pub fn run(args: WrapArgs) -> Result<ExitCode> {
 
 /// The child's command line and environment.
 fn command(args: &WrapArgs, home: &Home, me: &Instance, fallback_port: Option<u16>) -> Result<Command> {
-    let mut cmd = Command::new(&args.command[0]);
-    cmd.args(&args.command[1..]);
-    crate::sys::terminate_with_parent(&mut cmd);
     let host = hostname(&me.app, Some(&me.instance));
     let own_socket = scan::socket_path(
         &home.run_dir(),
         &SocketName::new(me.app.clone(), me.instance.clone(), 80).stem_in(&home.run_dir()),
     );
-    cmd.env(env::HOME, home.root())
-        .env(env::APP, me.app.as_str())
-        .env(env::INSTANCE, me.instance.as_str())
-        .env(env::HOSTNAME, &host)
-        .env(env::URL, &me.url)
-        .env(env::SOCKET, own_socket)
-        .env(env::WRAPPER_PID, me.wrapper_pid.to_string());
+    let mut vars: Vec<(OsString, OsString)> = vec![
+        (env::HOME.into(), home.root().into()),
+        (env::APP.into(), me.app.as_str().into()),
+        (env::INSTANCE.into(), me.instance.as_str().into()),
+        (env::HOSTNAME.into(), host.into()),
+        (env::URL.into(), me.url.clone().into()),
+        (env::SOCKET.into(), own_socket.into()),
+        (env::WRAPPER_PID.into(), me.wrapper_pid.to_string().into()),
+    ];
     if args.debug {
-        cmd.env(env::DEBUG, "stderr");
+        vars.push((env::DEBUG.into(), "stderr".into()));
     }
     if args.replica {
-        cmd.env(env::REPLICA, "1");
+        vars.push((env::REPLICA.into(), "1".into()));
     }
     if let Some(port) = fallback_port {
-        cmd.env("PORT", port.to_string());
-        return Ok(cmd);
+        vars.push(("PORT".into(), port.to_string().into()));
+    } else {
+        let shim = shim::path(home)?;
+        let preload = shim::preload_value(&shim, std::env::var_os(shim::PRELOAD_VAR).as_deref());
+        vars.push((env::SHIM.into(), shim.into()));
+        vars.push((shim::PRELOAD_VAR.into(), preload));
     }
-    let shim = shim::path(home)?;
-    cmd.env(env::SHIM, &shim);
-    cmd.env(shim::PRELOAD_VAR, shim::preload_value(&shim, std::env::var_os(shim::PRELOAD_VAR).as_deref()));
+    let mut cmd = launch::command(&args.command, vars, args.debug);
+    crate::sys::terminate_with_parent(&mut cmd);
     Ok(cmd)
 }
 

@@ -9,16 +9,24 @@
 //! - [`home`] — `$AGENTFS_HOME` layout and its ownership/mode checks.
 //! - [`env`] — environment variables of a wrapped process; port lists.
 //! - [`record`] — sidecar and wrapper-record schemas; route targets.
+//! - [`binary`] — ELF/Mach-O/script: can the shim load into a program?
+//! - [`codesign`] — a macOS program's hardened runtime and DYLD entitlements.
 //! - [`atomic`] — write-temp-then-rename.
 //! - [`liveness`] — is a pid alive; the clock.
 //! - [`scan`] — `run/` → listeners, wrappers, problems; safe removal.
 //! - [`model`] — app → instance → port grouping, default instance, primary port.
 //! - [`routes`] — static routes in `routes.json`.
+//! - [`launch`] — planning an exec/spawn so the shim survives SIP (`launch_shell`: `sh -c` strings; `launch_probe`: the real file system).
 #![forbid(unsafe_code)]
 
 pub mod atomic;
+pub mod binary;
+pub mod codesign;
 pub mod env;
 pub mod home;
+pub mod launch;
+pub mod launch_probe;
+pub mod launch_shell;
 pub mod liveness;
 pub mod model;
 pub mod names;

@@ -1,7 +1,8 @@
 //! Process-exit notification: when an app or a wrapper dies, its route must
-//! go at once, not at the next periodic rescan. On Linux each watched pid
-//! gets a pidfd (readable when the process exits) polled by tokio; elsewhere
-//! the periodic rescan is the fallback.
+//! go at once, not at the next periodic rescan. Each watched pid gets a
+//! descriptor that becomes readable when the process exits, polled by tokio:
+//! a pidfd on Linux, a kqueue with an EVFILT_PROC/NOTE_EXIT event on macOS.
+//! Elsewhere (or if neither is available) the periodic rescan is the fallback.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -47,24 +48,54 @@ impl Drop for PidWatch {
     }
 }
 
+/// A descriptor that becomes readable when `pid` exits, `None` (after
+/// calling `on_exit` if it is already gone) when there is none.
 #[cfg(target_os = "linux")]
-fn watch(pid: u32, on_exit: OnExit) -> Option<tokio::task::AbortHandle> {
+fn exit_fd(pid: u32, on_exit: &OnExit) -> Option<std::os::fd::OwnedFd> {
     use rustix::process::{Pid, PidfdFlags, pidfd_open};
-    use tokio::io::Interest;
-    use tokio::io::unix::AsyncFd;
 
     let raw = Pid::from_raw(i32::try_from(pid).ok()?)?;
-    let fd = match pidfd_open(raw, PidfdFlags::NONBLOCK) {
-        Ok(fd) => fd,
+    match pidfd_open(raw, PidfdFlags::NONBLOCK) {
+        Ok(fd) => Some(fd),
         Err(rustix::io::Errno::SRCH) => {
             on_exit();
-            return None;
+            None
         }
         Err(e) => {
             tracing::debug!(pid, error = %e, "no pidfd; relying on the periodic rescan");
-            return None;
+            None
         }
-    };
+    }
+}
+
+/// A kqueue with a one-shot EVFILT_PROC/NOTE_EXIT event for `pid`.
+#[cfg(target_vendor = "apple")]
+fn exit_fd(pid: u32, on_exit: &OnExit) -> Option<std::os::fd::OwnedFd> {
+    use nix::errno::Errno;
+    use nix::sys::event::{EvFlags, EventFilter, FilterFlag, KEvent, Kqueue};
+
+    let kq = Kqueue::new().ok()?;
+    let flags = EvFlags::EV_ADD | EvFlags::EV_ONESHOT;
+    let exit = KEvent::new(pid as usize, EventFilter::EVFILT_PROC, flags, FilterFlag::NOTE_EXIT, 0, 0);
+    match kq.kevent(&[exit], &mut [], None) {
+        Ok(_) => Some(kq.into()),
+        Err(Errno::ESRCH) => {
+            on_exit();
+            None
+        }
+        Err(e) => {
+            tracing::debug!(pid, error = %e, "no kqueue process watch; relying on the periodic rescan");
+            None
+        }
+    }
+}
+
+#[cfg(any(target_os = "linux", target_vendor = "apple"))]
+fn watch(pid: u32, on_exit: OnExit) -> Option<tokio::task::AbortHandle> {
+    use tokio::io::Interest;
+    use tokio::io::unix::AsyncFd;
+
+    let fd = exit_fd(pid, &on_exit)?;
     // `with_interest` is deprecated because a generic `T: AsRawFd` may close
     // its descriptor while registered; an `OwnedFd` owned by the `AsyncFd`
     // cannot, which is the I/O-safety condition the safe-but-deprecated
@@ -81,7 +112,7 @@ fn watch(pid: u32, on_exit: OnExit) -> Option<tokio::task::AbortHandle> {
     Some(task.abort_handle())
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(any(target_os = "linux", target_vendor = "apple")))]
 fn watch(_pid: u32, _on_exit: OnExit) -> Option<tokio::task::AbortHandle> {
     None
 }

@@ -23,6 +23,9 @@ pub struct Config {
     pub identity: Option<Identity>,
     pub home: Option<Home>,
     pub debug: Debug,
+    /// `AGENTFS_SIMULATE_SIP`: programs under this directory count as
+    /// SIP-protected (tests of the macOS launch logic on Linux).
+    pub simulate_sip: Option<PathBuf>,
 }
 
 /// A process that is part of an instance.
@@ -79,9 +82,11 @@ pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> (Config, Vec<String>) 
         Some(h) => Home::at(PathBuf::from(h)),
         None => Home::from_env(),
     };
+    let simulate_sip =
+        var(agentfs_registry::launch::SIMULATE_SIP_VAR).filter(|d| d.starts_with('/')).map(PathBuf::from);
     let app = var(env::APP).filter(|a| !a.is_empty());
     let Some(app) = app else {
-        return (Config { identity: None, home: home.ok(), debug }, problems);
+        return (Config { identity: None, home: home.ok(), debug, simulate_sip }, problems);
     };
     let home = home.map_err(|e| e.to_string());
     let identity = match parse_identity(&var, &app, home.clone()) {
@@ -91,7 +96,7 @@ pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> (Config, Vec<String>) 
             None
         }
     };
-    (Config { identity, home: home.ok(), debug }, problems)
+    (Config { identity, home: home.ok(), debug, simulate_sip }, problems)
 }
 
 fn parse_identity(

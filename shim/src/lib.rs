@@ -10,11 +10,12 @@
 //! - [`macros`] — `hooks!`: one declaration per hook, Linux export or macOS interpose.
 //! - [`guard`] — re-entrancy guard, panic catcher, `Outcome`/`Pass`.
 //! - [`hooks`] — the exported hooks: `socket` (socket, bind, listen, connect,
-//!   accept, names), `sockopt`, `fd` (close, dup), `fcntl` (with `src/c/fcntl.c`).
+//!   accept, names), `sockopt`, `fd` (close, dup), `fcntl` (with `src/c/fcntl.c`), `exec`.
 //! - [`convert`] — bind → Unix socket: names, conflicts, stale files.
 //! - [`redirect`] — connect to loopback:<port> → the instance's own socket.
 //! - [`swap`] — replacing a TCP socket with a Unix one under the same fd.
 //! - [`announce`] — the sidecar, after listen.
+//! - [`spawn`] — exec/posix_spawn plans that keep the shim alive (`hooks::exec`).
 //! - [`recognize`] — descriptors that arrive without bookkeeping.
 //! - [`fdtable`], [`listeners`], [`options`], [`lock`] — allocation-free state.
 //! - [`config`], [`log`], [`sockaddr`], [`sys`], [`errno`] — support.
@@ -35,6 +36,7 @@ pub mod options;
 pub mod recognize;
 pub mod redirect;
 pub mod sockaddr;
+pub mod spawn;
 pub mod swap;
 pub mod sys;
 

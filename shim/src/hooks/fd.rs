@@ -13,7 +13,12 @@ use crate::listeners;
 use crate::macros::hooks;
 
 hooks! {
+    #[cfg(not(target_vendor = "apple"))]
     fn close(fd: c_int) => on_close, like libc::close;
+    // The libc crate binds `close` to `close$NOCANCEL` on x86_64 macOS: name
+    // the plain symbol, so both are interposed on both architectures.
+    #[cfg(target_vendor = "apple")]
+    fn close(fd: c_int) => on_close, like libc::close, symbol "close";
     #[cfg(target_os = "linux")]
     fn __close(fd: c_int) => on_close, like libc::close;
     #[cfg(target_vendor = "apple")]

@@ -1,6 +1,7 @@
 //! The exported hooks, one file per family. Each hook is declared once with
 //! `macros::hooks!`; its implementation returns `guard::Outcome`.
 
+pub mod exec;
 pub mod fcntl;
 pub mod fd;
 pub mod socket;
@@ -12,4 +13,5 @@ pub fn resolve_all() {
     sockopt::resolve_all();
     fd::resolve_all();
     fcntl::resolve_all();
+    exec::resolve_all();
 }

@@ -1,0 +1,214 @@
+//! Keeping the shim alive across exec and posix_spawn. The exec hooks ask
+//! [`plan`] whether a launch needs rewriting; the decision itself is the
+//! registry's pure resolver (`agentfs_registry::launch`), fed with a probe of
+//! the real file system. The common case — a preload variable that still
+//! names the shim and a target that is not protected — is decided without
+//! allocating on Linux (exec may run in a vfork child), from a stack buffer.
+//! On macOS the target's code signature is read too (a hardened program
+//! that would be killed by the shim must not get it); macOS has no vfork
+//! children here: spawns use posix_spawn, and malloc is fork-safe there.
+
+use std::ffi::{CStr, CString};
+use std::os::unix::ffi::OsStrExt;
+
+use libc::c_char;
+
+use agentfs_registry::binary::{self, HEAD_LEN};
+use agentfs_registry::launch::{self, Launch, Rules, SHIM_VAR};
+use agentfs_registry::launch_probe::{self, RealProbe, is_protected_path};
+
+use crate::config;
+use crate::log::decision;
+
+/// A launch rewritten: owned strings and the NULL-terminated arrays over them.
+pub struct Planned {
+    pub path: CString,
+    _argv: Vec<CString>,
+    _env: Vec<CString>,
+    argv_ptrs: Vec<*const c_char>,
+    env_ptrs: Vec<*const c_char>,
+}
+
+impl Planned {
+    pub fn argv(&self) -> *const *const c_char {
+        self.argv_ptrs.as_ptr()
+    }
+    pub fn env(&self) -> *const *const c_char {
+        self.env_ptrs.as_ptr()
+    }
+}
+
+/// The process's own environment (what execv and execvp pass on).
+pub fn environ() -> *const *const c_char {
+    #[cfg(target_vendor = "apple")]
+    {
+        // SAFETY: _NSGetEnviron has no preconditions and returns a valid pointer to `environ`.
+        unsafe { (*libc::_NSGetEnviron()).cast_const().cast() }
+    }
+    #[cfg(not(target_vendor = "apple"))]
+    {
+        unsafe extern "C" {
+            static environ: *const *const c_char;
+        }
+        // SAFETY: reading the C runtime's environ pointer.
+        unsafe { environ }
+    }
+}
+
+/// How to launch `file` instead, or `None` to launch it as asked.
+///
+/// # Safety
+/// `file` is a C string and `argv`/`envp` NULL-terminated arrays of C strings
+/// (or null), as exec and posix_spawn require.
+pub unsafe fn plan(
+    file: *const c_char,
+    search: bool,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> Option<Planned> {
+    // SAFETY: caller contract.
+    let (file, env) = unsafe { (CStr::from_ptr(file).to_bytes(), Entries(envp)) };
+    let rules = Rules::host();
+    if !needs_plan(file, search, &env, &rules) {
+        return None;
+    }
+    // SAFETY: caller contract.
+    let launch = unsafe { to_launch(file, search, argv, envp) }?;
+    let probe = RealProbe { simulate_sip: config::get().and_then(|c| c.simulate_sip.clone()) };
+    let planned = launch::resolve(&launch, &rules, &probe);
+    for note in &planned.notes {
+        decision!(-1, "exec {}: {note}", launch.file);
+    }
+    if !planned.changed {
+        return None;
+    }
+    build(&planned.path, &planned.argv, &planned.env)
+}
+
+/// The allocation-free test: true only when the shim could be lost.
+fn needs_plan(file: &[u8], search: bool, env: &Entries, rules: &Rules) -> bool {
+    let Some(shim) = env.get(SHIM_VAR.as_bytes()).filter(|s| !s.is_empty()) else { return false };
+    let preload = env.get(rules.preload_var.as_bytes()).unwrap_or(b"");
+    if !preload.split(|b| *b == b':').any(|e| e == shim) {
+        return true;
+    }
+    if !cfg!(target_vendor = "apple") && simulated_sip().is_none() {
+        return false;
+    }
+    if search && !file.contains(&b'/') {
+        return true;
+    }
+    let mut buf = [0u8; HEAD_LEN];
+    let head = read_head(file, &mut buf);
+    if is_protected(file) || binary::classify(head).refuses_shim() {
+        return true;
+    }
+    if cfg!(target_vendor = "apple") && std::str::from_utf8(file).is_ok_and(launch_probe::refuses_shim) {
+        return true;
+    }
+    let interp = head.strip_prefix(b"#!").map(|l| {
+        let l = &l[..l.iter().position(|b| *b == b'\n').unwrap_or(l.len())];
+        let l = l.trim_ascii_start();
+        &l[..l.iter().position(|b| b.is_ascii_whitespace()).unwrap_or(l.len())]
+    });
+    interp.is_some_and(is_protected)
+}
+
+/// The NULL-terminated `KEY=value` array of an environment.
+struct Entries(*const *const c_char);
+
+impl Entries {
+    fn get(&self, key: &[u8]) -> Option<&[u8]> {
+        let mut p = self.0;
+        if p.is_null() {
+            return None;
+        }
+        loop {
+            // SAFETY: a NULL-terminated array of C strings (caller contract of `plan`).
+            let entry = unsafe { *p };
+            if entry.is_null() {
+                return None;
+            }
+            // SAFETY: as above.
+            let bytes = unsafe { CStr::from_ptr(entry) }.to_bytes();
+            if let Some(v) = bytes.strip_prefix(key).and_then(|r| r.strip_prefix(b"=")) {
+                return Some(v);
+            }
+            // SAFETY: the array continues up to its NULL.
+            p = unsafe { p.add(1) };
+        }
+    }
+}
+
+/// # Safety
+/// As for [`plan`].
+unsafe fn to_launch(
+    file: &[u8],
+    search: bool,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> Option<Launch> {
+    let strings = |mut p: *const *const c_char| -> Option<Vec<String>> {
+        let mut v = Vec::new();
+        while !p.is_null() {
+            // SAFETY: NULL-terminated array of C strings (caller contract).
+            let entry = unsafe { *p };
+            if entry.is_null() {
+                break;
+            }
+            // SAFETY: as above.
+            v.push(std::str::from_utf8(unsafe { CStr::from_ptr(entry) }.to_bytes()).ok()?.to_owned());
+            // SAFETY: the array continues up to its NULL.
+            p = unsafe { p.add(1) };
+        }
+        Some(v)
+    };
+    Some(Launch {
+        file: std::str::from_utf8(file).ok()?.to_owned(),
+        search,
+        path_var: std::env::var("PATH").ok(),
+        argv: strings(argv)?,
+        env: strings(envp)?,
+    })
+}
+
+fn build(path: &str, argv: &[String], env: &[String]) -> Option<Planned> {
+    let owned = |v: &[String]| v.iter().map(|s| CString::new(s.as_bytes()).ok()).collect::<Option<Vec<_>>>();
+    let (argv, env) = (owned(argv)?, owned(env)?);
+    let ptrs = |v: &[CString]| v.iter().map(|c| c.as_ptr()).chain([std::ptr::null()]).collect::<Vec<_>>();
+    Some(Planned {
+        path: CString::new(path).ok()?,
+        argv_ptrs: ptrs(&argv),
+        env_ptrs: ptrs(&env),
+        _argv: argv,
+        _env: env,
+    })
+}
+
+/// `AGENTFS_SIMULATE_SIP`: programs under this directory count as protected.
+fn simulated_sip() -> Option<&'static [u8]> {
+    config::get()?.simulate_sip.as_deref().map(|p| p.as_os_str().as_bytes())
+}
+
+fn is_protected(path: &[u8]) -> bool {
+    is_protected_path(path, simulated_sip())
+}
+
+/// Reads up to `buf.len()` bytes of a file without allocating.
+fn read_head<'b>(path: &[u8], buf: &'b mut [u8; HEAD_LEN]) -> &'b [u8] {
+    let mut cpath = [0u8; 1024];
+    if path.len() >= cpath.len() {
+        return &buf[..0];
+    }
+    cpath[..path.len()].copy_from_slice(path);
+    // SAFETY: `cpath` is NUL-terminated.
+    let fd = unsafe { libc::open(cpath.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return &buf[..0];
+    }
+    // SAFETY: `buf` is writable for its length.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    // SAFETY: our own descriptor.
+    unsafe { libc::close(fd) };
+    &buf[..usize::try_from(n).unwrap_or(0)]
+}
