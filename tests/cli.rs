@@ -395,3 +395,17 @@ fn a_killed_wrapper_takes_its_command_down() {
         .then_some(())
     });
 }
+
+#[test]
+fn the_banner_waits_until_the_app_listens() {
+    let env = Env::new("banner");
+    let dir = TempDir::new("banner");
+    let slow = "import socket, time; s = socket.socket(); s.bind(('127.0.0.1', 8000)); \
+        print('bound', flush=True); time.sleep(1.5); s.listen(); print('listening', flush=True); time.sleep(60)";
+    let mut app =
+        wrap_in(&env, dir.path(), &["--no-router", "--name", "b", "--instance", "main", "--", "python3", "-c", slow]);
+    app.wait_stdout("bound", START);
+    wait_stderr(&app, "agentfs: b (main) →", START);
+    assert!(app.stdout().contains("listening"), "banner printed before listen(): {}", app.output());
+    assert!(env.home.run().join("b.main.8000.json").exists());
+}

@@ -12,7 +12,11 @@ use anyhow::{Context, Result};
 
 use agentfs_registry::names::{hostname, url};
 use agentfs_registry::record::{self, Family, Sidecar, VERSION};
-use agentfs_registry::{Home, SocketName, liveness, scan};
+use std::os::unix::net::UnixStream;
+
+use agentfs_registry::scan::Listener;
+use agentfs_registry::sunpath::SockPath;
+use agentfs_registry::{Home, SocketName, Target, liveness, scan};
 
 use crate::wrap::Instance;
 
@@ -33,15 +37,16 @@ pub fn announce_when_listening(home: Home, me: Instance) {
     });
 }
 
-/// Ports of this wrapper's listeners not reported yet, primary first.
+/// Ports of this wrapper's listeners not reported yet, primary first. A
+/// listener counts once it listens: its sidecar is written after listen(),
+/// and a bare socket (the app bound `$AGENTFS_SOCKET` itself) must accept.
 fn new_ports(home: &Home, me: &Instance, seen: &mut BTreeSet<u16>) -> Vec<u16> {
     let Ok(snap) = scan::scan_instance(&home.run_dir(), &me.app, &me.instance) else { return Vec::new() };
-    let mut ours: Vec<_> = snap
-        .listeners
-        .iter()
-        .filter(|l| l.sidecar.as_ref().is_none_or(|s| s.wrapper_pid == Some(me.wrapper_pid)))
-        .map(|l| (l.started_at_ms, l.port()))
-        .collect();
+    let listening = |l: &&Listener| match &l.sidecar {
+        Some(s) => s.wrapper_pid == Some(me.wrapper_pid),
+        None => !seen.contains(&l.port()) && accepts(&l.target),
+    };
+    let mut ours: Vec<_> = snap.listeners.iter().filter(listening).map(|l| (l.started_at_ms, l.port())).collect();
     ours.sort();
     ours.into_iter().map(|(_, p)| p).filter(|p| seen.insert(*p)).collect()
 }
@@ -52,6 +57,13 @@ fn banner(me: &Instance, port: u16, first: bool) {
     } else {
         let host = format!("{port}.{}", hostname(&me.app, Some(&me.instance)));
         eprintln!("agentfs: {} ({}) port {port} → {}", me.app, me.instance, url(&host, me.router_port));
+    }
+}
+
+fn accepts(target: &Target) -> bool {
+    match target {
+        Target::Unix(path) => SockPath::new(path).is_ok_and(|p| UnixStream::connect(p.as_path()).is_ok()),
+        Target::Tcp { .. } => false,
     }
 }
 
