@@ -130,6 +130,7 @@ fn a_real_vite_dev_server_is_routed_with_its_client() {
 /// tests/fixtures/pty_run.py); returns its JSON report.
 fn ctrl_c(env: &Env, dir: &Path, cmd: &[&str]) -> Value {
     let mut harness = Command::new("python3");
+    clean_env(&mut harness);
     harness.current_dir(dir).arg(fixture("pty_run.py")).arg("READY").arg("--").arg(agentfs());
     harness.args(["wrap", "--name", "tty", "--instance", "main", "--"]).args(cmd);
     harness.env("AGENTFS_HOME", env.home.path()).env("AGENTFS_HTTP_PORT", env.port.to_string());
@@ -408,4 +409,27 @@ fn the_banner_waits_until_the_app_listens() {
     wait_stderr(&app, "agentfs: b (main) →", START);
     assert!(app.stdout().contains("listening"), "banner printed before listen(): {}", app.output());
     assert!(env.home.run().join("b.main.8000.json").exists());
+}
+
+#[test]
+fn a_router_started_from_inside_a_wrapped_app_listens_on_tcp() {
+    let env = Env::new("nested");
+    let mut cmd = env.agentfs(&["router", "start"]);
+    cmd.env("LD_PRELOAD", shim()).env("AGENTFS_APP", "shop").env("AGENTFS_INSTANCE", "main");
+    let mut p = Proc::spawn(cmd);
+    assert!(p.wait(START).success(), "{}", p.output());
+    assert_eq!(env.get("localhost", "/api/routes").unwrap().status, 200, "the router's own port is real TCP");
+    assert!(env.home.run_files().is_empty(), "{:?}", env.home.run_files());
+}
+
+#[test]
+fn wraps_started_together_take_different_instances() {
+    let env = Env::new("together");
+    let dir = TempDir::new("together");
+    let args = ["--no-router", "--name", "twin", "--instance", "same", "--", "python3", "-m", "http.server", "8000"];
+    let (a, b) = (wrap_in(&env, dir.path(), &args), wrap_in(&env, dir.path(), &args));
+    let (ea, eb) = (wait_stderr(&a, ") → ", START), wait_stderr(&b, ") → ", START));
+    let both = format!("{ea}{eb}");
+    assert!(both.contains("twin (same) →") && both.contains("twin (same-2) →"), "{both}");
+    assert!(!both.contains("Address already in use"), "{both}");
 }

@@ -372,10 +372,15 @@ fn finer_points_of_faithfulness() {
         "unset_tcp_option_reads_the_default": true,
         "already_bound_is_einval": "EINVAL",
         "redirect_falls_back_to_a_replica": [true, true],
-        "full_backlog_connect_waits": [0, 0, 9121],
+        "full_backlog_connect_is_bounded": [0, true, true],
         "bare_socket_holder_is_eaddrinuse": "EADDRINUSE",
         "setsig_carried": true,
         "so_protocol": true,
+        "bound_not_listening_is_not_taken": ["EADDRINUSE", true],
+        "a_subprocess_does_not_disturb_the_books": [1, false, false],
+        "own_unix_socket_in_run_is_left_alone": [true, "", true],
+        "a_port_checked_and_closed_is_free_for_a_child": "ok",
+        "exit_spares_a_socket_someone_else_put_there": [true, true],
     });
     for (check, want) in expect.as_object().unwrap() {
         assert_eq!(&r[check], want, "{check}\n{}", p.output());

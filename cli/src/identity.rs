@@ -35,13 +35,21 @@ impl Git {
             return Git::default();
         };
         let common = run(&["rev-parse", "--path-format=absolute", "--git-common-dir"]).map(PathBuf::from);
-        let main_toplevel = common
-            .filter(|c| c.file_name().is_some_and(|n| n == ".git"))
-            .and_then(|c| c.parent().map(Path::to_owned))
-            .or_else(|| Some(toplevel.clone()));
+        let main_toplevel = common.as_deref().and_then(repository_dir).or_else(|| Some(toplevel.clone()));
         let branch = run(&["symbolic-ref", "--quiet", "--short", "HEAD"]);
         Git { toplevel: Some(toplevel), main_toplevel, branch }
     }
+}
+
+/// The directory that names the repository, from git's common directory:
+/// `/src/shop/.git` → `/src/shop`; a bare `/src/shop.git` (worktrees beside
+/// it) → `/src/shop`.
+fn repository_dir(common: &Path) -> Option<PathBuf> {
+    let name = common.file_name()?.to_str()?;
+    if name == ".git" {
+        return common.parent().map(Path::to_owned);
+    }
+    Some(common.with_file_name(name.strip_suffix(".git").unwrap_or(name)))
 }
 
 /// The app label.
@@ -147,6 +155,13 @@ mod tests {
         };
         assert_eq!(app(None, Path::new("/src/shop-feat-x"), &git).unwrap().as_str(), "shop");
         assert_eq!(instance(None, Path::new("/src/shop-feat-x"), &git).unwrap().as_str(), "feat-x");
+    }
+
+    #[test]
+    fn repositories_are_named_by_their_directory() {
+        assert_eq!(repository_dir(Path::new("/src/shop/.git")), Some("/src/shop".into()));
+        assert_eq!(repository_dir(Path::new("/src/shop.git")), Some("/src/shop".into()), "bare repo with worktrees");
+        assert_eq!(repository_dir(Path::new("/src/shop")), Some("/src/shop".into()));
     }
 
     #[test]

@@ -110,6 +110,19 @@ pub fn start(home: &Home, p: &PortArg) -> Result<Status> {
     let exe = std::env::current_exe().context("cannot find the agentfs executable")?;
     let mut cmd = Command::new(exe);
     cmd.args(["router", "run"]).env(agentfs_registry::env::HOME, home.root());
+    // Started from inside a wrapped app, the router must not be an instance
+    // itself: its own listener would become a Unix socket.
+    for (key, _) in std::env::vars_os() {
+        let k = key.to_string_lossy();
+        let keep =
+            [agentfs_registry::env::HTTP_PORT, agentfs_registry::env::DRAIN_TIMEOUT_SECS, agentfs_registry::env::HOME];
+        if (k.starts_with("AGENTFS_") && !keep.contains(&k.as_ref()))
+            || k == "LD_PRELOAD"
+            || k == "DYLD_INSERT_LIBRARIES"
+        {
+            cmd.env_remove(&key);
+        }
+    }
     if let Some(port) = p.port {
         cmd.arg("--port").arg(port.to_string());
     }
@@ -126,8 +139,11 @@ pub fn start(home: &Home, p: &PortArg) -> Result<Status> {
             return Ok(s);
         }
         if let Some(status) = child.try_wait()? {
-            let why = log_since(&log_path, log_start);
-            bail!("the router could not start ({status}): {why}");
+            if pidfile::running(home).is_none() {
+                let why = log_since(&log_path, log_start);
+                bail!("the router could not start ({status}): {why}");
+            }
+            // Another router is starting or draining: wait for an answer.
         }
         if Instant::now() > deadline {
             let _ = child.kill();

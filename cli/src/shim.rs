@@ -53,17 +53,15 @@ fn write_library(file: &Path) -> io::Result<()> {
     fs::set_permissions(file, fs::Permissions::from_mode(0o755))
 }
 
-/// `LD_PRELOAD` with the shim first and any existing entries after it.
+/// `LD_PRELOAD` with the shim first and the other existing entries after it
+/// (any agentfs shim among them — another version's — is dropped: two would
+/// both convert).
 pub fn preload_value(shim: &Path, existing: Option<&std::ffi::OsStr>) -> std::ffi::OsString {
-    let mut v = shim.as_os_str().to_owned();
-    let Some(existing) = existing.filter(|e| !e.is_empty()) else { return v };
-    let already = std::env::split_paths(existing).any(|p| p == shim);
-    if already {
-        return existing.to_owned();
-    }
-    v.push(":");
-    v.push(existing);
-    v
+    let others = existing
+        .into_iter()
+        .flat_map(std::env::split_paths)
+        .filter(|p| !p.as_os_str().is_empty() && p.file_name() != Some(std::ffi::OsStr::new(FILE)));
+    std::env::join_paths(std::iter::once(shim.to_owned()).chain(others)).unwrap_or_else(|_| shim.as_os_str().to_owned())
 }
 
 #[cfg(test)]
@@ -85,12 +83,13 @@ mod tests {
 
     #[test]
     fn preload_is_prepended_once() {
-        let shim = Path::new("/h/lib/x/libagentfs_shim.so");
-        assert_eq!(preload_value(shim, None), "/h/lib/x/libagentfs_shim.so");
-        assert_eq!(preload_value(shim, Some("/a.so".as_ref())), "/h/lib/x/libagentfs_shim.so:/a.so");
-        assert_eq!(
-            preload_value(shim, Some("/a.so:/h/lib/x/libagentfs_shim.so".as_ref())),
-            "/a.so:/h/lib/x/libagentfs_shim.so"
-        );
+        let shim = PathBuf::from(format!("/h/lib/x/{FILE}"));
+        let first = |rest: &str| format!("{}{rest}", shim.display());
+        assert_eq!(preload_value(&shim, None), shim.as_os_str());
+        assert_eq!(preload_value(&shim, Some("/a.so".as_ref())), first(":/a.so").as_str());
+        let with_ours = format!("/a.so:{}", shim.display());
+        assert_eq!(preload_value(&shim, Some(with_ours.as_ref())), first(":/a.so").as_str());
+        let other_version = format!("/a.so:/h/lib/y/{FILE}");
+        assert_eq!(preload_value(&shim, Some(other_version.as_ref())), first(":/a.so").as_str(), "one shim only");
     }
 }

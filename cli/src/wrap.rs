@@ -36,11 +36,17 @@ pub fn run(args: WrapArgs) -> Result<ExitCode> {
     let git = identity::Git::probe(&cwd);
     let app = identity::app(args.name.as_deref(), &cwd, &git)?;
     let wanted = identity::instance(args.instance.as_deref(), &cwd, &git)?;
-    let snapshot = scan::scan(&home.run_dir()).with_context(|| format!("cannot read {}", home.run_dir().display()))?;
-    let instance = if args.replica { wanted.clone() } else { identity::unique_instance(&app, &wanted, &snapshot) };
+    let (instance, record, record_path) = claim_instance(&home, &app, &wanted, &args, &cwd)?;
     if instance != wanted {
         eprintln!("agentfs: {app} ({wanted}) is already running; this one is {instance} (use --replica to join it)");
     }
+    let _cleanup = Cleanup {
+        home: home.clone(),
+        record: record_path,
+        me: std::process::id(),
+        app: app.clone(),
+        instance: instance.clone(),
+    };
     let router_port =
         if args.no_router { router_ctl::configured_port(&home)? } else { router_ctl::ensure_running(&home)? };
     let me = Instance {
@@ -60,24 +66,6 @@ pub fn run(args: WrapArgs) -> Result<ExitCode> {
         _ => None,
     };
     let mut cmd = command(&args, &home, &me, fallback_port)?;
-    let record = WrapperRecord {
-        v: VERSION,
-        app: me.app.clone(),
-        instance: me.instance.clone(),
-        wrapper_pid: me.wrapper_pid,
-        cmd: args.command.iter().map(|a| a.to_string_lossy().into_owned()).collect(),
-        cwd: cwd.clone(),
-        started_at_ms: liveness::now_ms(),
-    };
-    let record_path = home.run_dir().join(format!("{}.json", wrapper_stem(&me.app, &me.instance, me.wrapper_pid)));
-    record::write(&record_path, &record).with_context(|| format!("cannot write {}", record_path.display()))?;
-    let _cleanup = Cleanup {
-        home: home.clone(),
-        record: record_path,
-        me: me.wrapper_pid,
-        app: me.app.clone(),
-        instance: me.instance.clone(),
-    };
 
     let forwarder = Forwarder::install()?;
     let mut child = match cmd.spawn() {
@@ -100,6 +88,35 @@ pub fn run(args: WrapArgs) -> Result<ExitCode> {
     }
     let status = child.wait().context("cannot wait for the command")?;
     Ok(exit_code(status))
+}
+
+/// Picks the instance id and writes the wrapper record under a lock on the
+/// run directory, so two wraps started together never take the same id.
+fn claim_instance(
+    home: &Home,
+    app: &Label,
+    wanted: &Label,
+    args: &WrapArgs,
+    cwd: &Path,
+) -> Result<(Label, WrapperRecord, PathBuf)> {
+    let run = home.run_dir();
+    let lock = std::fs::File::open(&run).with_context(|| format!("cannot open {}", run.display()))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+        .with_context(|| format!("cannot lock {}", run.display()))?;
+    let snapshot = scan::scan(&home.run_dir()).with_context(|| format!("cannot read {}", home.run_dir().display()))?;
+    let instance = if args.replica { wanted.clone() } else { identity::unique_instance(app, wanted, &snapshot) };
+    let record = WrapperRecord {
+        v: VERSION,
+        app: app.clone(),
+        instance: instance.clone(),
+        wrapper_pid: std::process::id(),
+        cmd: args.command.iter().map(|a| a.to_string_lossy().into_owned()).collect(),
+        cwd: cwd.to_owned(),
+        started_at_ms: liveness::now_ms(),
+    };
+    let path = home.run_dir().join(format!("{}.json", wrapper_stem(app, &instance, record.wrapper_pid)));
+    record::write(&path, &record).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok((instance, record, path))
 }
 
 /// The child's command line and environment.

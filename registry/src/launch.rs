@@ -207,7 +207,7 @@ fn replace_shell(plan: &mut Plan, shell: String, argv: Vec<String>, probe: &impl
             return true;
         }
     }
-    let Some(replacement) = unprotected_shell(&plan.env, probe) else {
+    let Some(replacement) = unprotected_shell(&shell, &plan.env, probe) else {
         plan.notes.push(format!("{shell} is protected and no unprotected shell was found: the shim is lost"));
         return false;
     };
@@ -227,12 +227,20 @@ fn simple_dash_c(argv: &[String]) -> Option<ShellCommand> {
     }
 }
 
-fn unprotected_shell(env: &[String], probe: &impl Probe) -> Option<String> {
+/// An unprotected shell that can stand in for `shell`: bash for sh, dash and
+/// bash (`$AGENTFS_SHELL` first; zsh too for plain sh, which it emulates when
+/// called `sh`), zsh for zsh; nothing for other shells.
+fn unprotected_shell(shell: &str, env: &[String], probe: &impl Probe) -> Option<String> {
+    let kind = shell.rsplit('/').next().unwrap_or(shell);
     let preferred = env_get(env, SHELL_VAR).filter(|s| !s.is_empty()).map(str::to_owned);
-    preferred
-        .into_iter()
-        .chain(HOMEBREW_SHELLS.iter().map(|s| (*s).to_owned()))
-        .find(|s| probe.is_executable(s) && !probe.is_protected(s))
+    let homebrew = |name: &str| ["/opt/homebrew/bin", "/usr/local/bin"].map(|d| format!("{d}/{name}"));
+    let candidates: Vec<String> = match kind {
+        "sh" | "dash" => preferred.into_iter().chain(homebrew("bash")).chain(homebrew("zsh")).collect(),
+        "bash" => preferred.into_iter().chain(homebrew("bash")).collect(),
+        "zsh" => homebrew("zsh").into_iter().collect(),
+        other => preferred.filter(|p| p.rsplit('/').next() == Some(other)).into_iter().collect(),
+    };
+    candidates.into_iter().find(|s| probe.is_executable(s) && !probe.is_protected(s))
 }
 
 fn give_up(plan: &mut Plan, why: &str) -> bool {

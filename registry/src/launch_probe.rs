@@ -3,7 +3,6 @@
 //! SIP locations on macOS, or the directory `AGENTFS_SIMULATE_SIP` names.
 
 use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use crate::binary::{self, HEAD_LEN};
@@ -56,8 +55,8 @@ impl RealProbe {
 
 impl Probe for RealProbe {
     fn is_executable(&self, path: &str) -> bool {
-        let Ok(meta) = std::fs::metadata(path) else { return false };
-        meta.is_file() && meta.permissions().mode() & 0o111 != 0
+        let is_file = std::fs::metadata(path).is_ok_and(|m| m.is_file());
+        is_file && rustix::fs::access(path, rustix::fs::Access::EXEC_OK).is_ok()
     }
     fn head(&self, path: &str) -> Option<Vec<u8>> {
         let mut buf = Vec::with_capacity(HEAD_LEN);

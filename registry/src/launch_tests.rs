@@ -235,3 +235,26 @@ fn a_protected_env_run_directly_runs_its_command() {
     assert_eq!((p.path.as_str(), p.argv.clone()), ("/opt/homebrew/bin/node", vec!["node".into(), "x.js".into()]));
     assert_eq!(env_get(&p.env, "PORT"), Some("1"));
 }
+
+#[test]
+fn each_shell_gets_a_stand_in_of_its_kind() {
+    let fs =
+        fs().exe("/opt/homebrew/bin/zsh", "\x7fELF").exe("/work/z", "#!/bin/zsh\n").exe("/work/c", "#!/bin/csh -f\n");
+    let p = resolve(&launch("/work/z", &["z"]), &mac(), &fs);
+    assert_eq!(p.path, "/opt/homebrew/bin/zsh", "a zsh script runs with zsh, not bash");
+    let p = resolve(&launch("/work/c", &["c"]), &mac(), &fs);
+    assert!(!p.changed && p.notes[0].contains("no unprotected shell"), "csh has no stand-in: {p:?}");
+    let only_zsh = Fs::default()
+        .exe("/bin/bash", "\x7fELF")
+        .exe("/opt/homebrew/bin/zsh", "\x7fELF")
+        .exe("/work/b", "#!/bin/bash\n");
+    let p = resolve(&launch("/work/b", &["b"]), &mac(), &only_zsh);
+    assert!(!p.changed, "a bash script never runs under zsh: {p:?}");
+    let sh_only_zsh = only_zsh.exe("/bin/sh", "\x7fELF");
+    let p = resolve(&launch("/bin/sh", &["sh", "-c", "a | b"]), &mac(), &sh_only_zsh);
+    assert_eq!(
+        (p.path.as_str(), p.argv[0].as_str()),
+        ("/opt/homebrew/bin/zsh", "sh"),
+        "zsh emulates sh when called sh"
+    );
+}

@@ -9,6 +9,9 @@
 //! - a port another live process of the instance holds is EADDRINUSE, unless
 //!   the instance runs replicas (`agentfs wrap --replica`);
 //! - a socket file whose process is gone is stale and replaced.
+//!
+//! Between bind and listen (no sidecar yet) a claim file names the binding
+//! process, so a socket that is merely not listening yet is never taken.
 
 use std::io;
 use std::net::SocketAddr;
@@ -28,6 +31,7 @@ use crate::guard::{Outcome, Pass};
 use crate::listeners::{self, Listener};
 use crate::log::decision;
 use crate::sockaddr::{self, Addr};
+use crate::sockfile::claim_path;
 use crate::{errno, swap, sys};
 
 /// Why a conversion did not happen.
@@ -103,8 +107,9 @@ fn place(fd: c_int, id: &Identity, addr: SocketAddr) -> Result<PathBuf, Refusal>
     for _attempt in 0..3 {
         let name = choose_name(id, local, rep.v6only, rep.reuseport)?;
         let path = scan::socket_path(&id.run_dir, &name.stem_in(&id.run_dir));
+        let Some(claim) = Claim::take(&path)? else { continue };
         match bind_unix(rep.new.raw(), &path) {
-            Ok(()) => return record(fd, rep, path, local),
+            Ok(()) => return record(fd, rep, path, local).inspect(|_| claim.keep()),
             Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => continue,
             Err(e) => return Err(Refusal::Failed(format!("cannot bind {}: {e}", path.display()))),
         }
@@ -170,7 +175,10 @@ fn choose_name(id: &Identity, local: Addr, v6only: bool, reuseport: bool) -> Res
     let stem = canonical.stem_in(&id.run_dir);
     let path = scan::socket_path(&id.run_dir, &stem);
     match std::fs::symlink_metadata(&path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(canonical),
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !claimed_by_other(&path) => return Ok(canonical),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return if id.replica { Ok(replica_name(id, local.port)) } else { Err(Refusal::Errno(libc::EADDRINUSE)) };
+        }
         Err(e) => return Err(Refusal::Failed(format!("cannot inspect {}: {e}", path.display()))),
         Ok(m) if !m.file_type().is_socket() => {
             return Err(Refusal::Failed(format!("{} exists and is not a socket", path.display())));
@@ -180,7 +188,8 @@ fn choose_name(id: &Identity, local: Addr, v6only: bool, reuseport: bool) -> Res
     if holder_alive(&id.run_dir, &stem, &path) {
         return if id.replica { Ok(replica_name(id, local.port)) } else { Err(Refusal::Errno(libc::EADDRINUSE)) };
     }
-    for stale in [scan::sidecar_path(&id.run_dir, &stem), path] {
+    let claim = claim_path(&path).unwrap_or_default();
+    for stale in [scan::sidecar_path(&id.run_dir, &stem), path, claim] {
         match std::fs::remove_file(&stale) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => {
                 return Err(Refusal::Failed(format!("cannot remove stale {}: {e}", stale.display())));
@@ -229,21 +238,68 @@ fn conflicts(held: &Listener, new: Addr, new_v6only: bool, new_reuseport: bool) 
     wildcard(v6) && !v6only
 }
 
-/// Whether the process behind an existing socket file is still there: the
-/// sidecar's pid, or, without a sidecar, whether anything accepts on it.
+/// Whether the process behind an existing socket file is still there. A
+/// claim names a live process between its bind and its listen; a sidecar
+/// names the process that listened, and the socket must still accept (a
+/// listener closed behind the shim's back, as a port check does, leaves a
+/// sidecar naming a live pid); a bare socket must accept.
 fn holder_alive(run_dir: &Path, stem: &str, path: &Path) -> bool {
+    if claimed_by_other(path) {
+        return true;
+    }
     match record::read::<Sidecar>(&scan::sidecar_path(run_dir, stem)) {
-        Ok(sc) if sc.pid == std::process::id() => false,
-        Ok(sc) => liveness::pid_alive(sc.pid),
-        Err(_) => accepts(path),
+        Ok(sc) if sc.pid != std::process::id() && !liveness::pid_alive(sc.pid) => false,
+        _ => sys::unix_accepts(path),
     }
 }
 
-fn accepts(path: &Path) -> bool {
-    let Ok(target) = SockPath::new(path) else { return true };
-    match std::os::unix::net::UnixStream::connect(target.as_path()) {
-        Ok(_) => true,
-        Err(e) => !matches!(e.raw_os_error(), Some(libc::ECONNREFUSED) | Some(libc::ENOENT)),
+/// A claim (`.<stem>.claim`) naming another process that is alive.
+fn claimed_by_other(socket: &Path) -> bool {
+    let Some(claim) = claim_path(socket) else { return false };
+    let pid = std::fs::read_to_string(claim).ok().and_then(|s| s.trim().parse::<u32>().ok());
+    pid.is_some_and(|p| p != std::process::id() && liveness::pid_alive(p))
+}
+
+/// This process's hold on a socket name from before its bind until its
+/// sidecar is written: `.<stem>.claim` holding our pid, created exclusively.
+/// Dropped (and removed) unless kept.
+struct Claim(Option<PathBuf>);
+
+impl Claim {
+    /// Takes the claim; `None` when a live process holds it.
+    fn take(socket: &Path) -> Result<Option<Claim>, Refusal> {
+        let Some(path) = claim_path(socket) else { return Err("socket path has no file name".into()) };
+        for _ in 0..2 {
+            let created = std::fs::OpenOptions::new().write(true).create_new(true).open(&path);
+            match created {
+                Ok(mut f) => {
+                    use std::io::Write;
+                    let _ = write!(f, "{}", std::process::id());
+                    return Ok(Some(Claim(Some(path))));
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    if claimed_by_other(socket) {
+                        return Ok(None);
+                    }
+                    let _ = std::fs::remove_file(&path);
+                }
+                Err(e) => return Err(Refusal::Failed(format!("cannot claim {}: {e}", path.display()))),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Leaves the claim in place (removed once the socket listens or closes).
+    fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
     }
 }
 
@@ -252,7 +308,16 @@ mod tests {
     use super::*;
 
     fn held(addr: &str, v6only: bool, reuseport: bool) -> Listener {
-        Listener::new(b"/r/a.b.1.sock", Addr::from_std(addr.parse().unwrap()), v6only, reuseport).unwrap()
+        let local = Addr::from_std(addr.parse().unwrap());
+        Listener {
+            used: true,
+            pid: 1,
+            file: crate::sockfile::SockFile::EMPTY,
+            local,
+            v6only,
+            reuseport,
+            announced: false,
+        }
     }
     fn a(s: &str) -> Addr {
         Addr::from_std(s.parse().unwrap())

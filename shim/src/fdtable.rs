@@ -6,7 +6,8 @@
 //! Entries are hints kept in step by the hooks that create or destroy
 //! descriptors (socket, accept, dup*, fcntl, close*). A descriptor closed
 //! behind the shim's back (libuv's raw `syscall(SYS_close)`) leaves a stale
-//! entry, which the next hook that hands out that number clears.
+//! entry, which the next hook that hands out that number clears. Only the
+//! owning process changes entries (`process`: not a vfork child).
 
 use std::sync::atomic::{AtomicPtr, Ordering};
 
@@ -108,19 +109,31 @@ pub fn get(fd: c_int) -> Option<FdState> {
     entry(fd)?.with(|s| *s).into_tracked()
 }
 
-/// Tracks `fd` (replacing any previous state, which is returned).
+/// Tracks `fd` (replacing any previous state, which is returned). Nothing
+/// changes outside the owning process (see `process`).
 pub fn set(fd: c_int, state: FdState) -> Option<FdState> {
+    if !crate::process::is_owner() {
+        return None;
+    }
     let (c, i) = split(fd)?;
     chunk_or_map(c)?.entries[i].with(|s| std::mem::replace(s, state)).into_tracked()
 }
 
-/// Stops tracking `fd`, returning what was known.
+/// Stops tracking `fd`, returning what was known (nothing outside the owning
+/// process, which only pays for the check when `fd` is tracked).
 pub fn take(fd: c_int) -> Option<FdState> {
-    entry(fd)?.with(std::mem::take).into_tracked()
+    let e = entry(fd)?;
+    if e.with(|s| s.kind == Kind::Free) || !crate::process::is_owner() {
+        return None;
+    }
+    e.with(std::mem::take).into_tracked()
 }
 
 /// Changes a tracked entry in place; `false` if `fd` is not tracked.
 pub fn update(fd: c_int, f: impl FnOnce(&mut FdState)) -> bool {
+    if !crate::process::is_owner() {
+        return false;
+    }
     entry(fd).is_some_and(|e| {
         e.with(|s| {
             if s.kind == Kind::Free {

@@ -17,7 +17,7 @@
 //! - [`announce`] — the sidecar, after listen.
 //! - [`spawn`] — exec/posix_spawn plans that keep the shim alive (`hooks::exec`).
 //! - [`recognize`] — descriptors that arrive without bookkeeping.
-//! - [`fdtable`], [`listeners`], [`options`], [`lock`] — allocation-free state.
+//! - [`fdtable`], [`listeners`], [`options`], [`lock`], [`process`], [`sockfile`] — allocation-free state.
 //! - [`config`], [`log`], [`sockaddr`], [`sys`], [`errno`] — support.
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -33,9 +33,11 @@ pub mod lock;
 pub mod log;
 pub mod macros;
 pub mod options;
+pub mod process;
 pub mod recognize;
 pub mod redirect;
 pub mod sockaddr;
+pub mod sockfile;
 pub mod spawn;
 pub mod swap;
 pub mod sys;
@@ -46,6 +48,7 @@ pub mod sys;
 #[cfg(not(test))]
 #[ctor::ctor(unsafe)]
 fn agentfs_shim_init() {
+    process::adopt();
     hooks::resolve_all();
     for problem in config::init() {
         log::warn(&problem);
@@ -65,6 +68,7 @@ fn agentfs_shim_init() {
 #[cfg(not(test))]
 extern "C" fn after_fork_child() {
     lock::after_fork_child();
+    process::adopt();
 }
 
 /// At exit: the socket files this process still holds go with it.

@@ -1,30 +1,28 @@
 //! Socket files this process created, and how many of its descriptors still
 //! refer to each. The file (and its sidecar) is removed when the last one is
 //! closed — only in the process that bound it, never in a forked child that
-//! closes what it inherited — and at exit. Fixed-size, allocation-free: the
+//! closes what it inherited — and at exit, and only while it is still the
+//! file this process bound (`sockfile`). Fixed-size, allocation-free: the
 //! release runs inside close().
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::lock::SpinCell;
+use crate::process;
 use crate::sockaddr::Addr;
+use crate::sockfile::SockFile;
 
 /// Most socket files one process can own at once; past that, binds pass
 /// through (fail open).
 pub const MAX: usize = 64;
-/// Longest socket file path kept (the kernel's name is at most 108 bytes;
-/// this is the real path, which may be longer).
-pub const PATH_MAX: usize = 320;
 
-/// One owned socket file; plain data, valid when zeroed.
+/// One owned socket file; plain data.
 #[derive(Clone, Copy, Debug)]
 pub struct Listener {
     pub used: bool,
     /// The binding process: only it removes the file.
     pub pid: u32,
-    /// `<run>/<stem>.sock`, NUL-terminated.
-    path: [u8; PATH_MAX],
-    path_len: usize,
+    pub file: SockFile,
     /// What the app bound (reported by getsockname).
     pub local: Addr,
     pub v6only: bool,
@@ -37,40 +35,22 @@ impl Listener {
     const EMPTY: Listener = Listener {
         used: false,
         pid: 0,
-        path: [0; PATH_MAX],
-        path_len: 0,
+        file: SockFile::EMPTY,
         local: Addr { v6: false, ip: [0; 16], port: 0 },
         v6only: false,
         reuseport: false,
         announced: false,
     };
 
-    /// A record for a socket file at `path`; `None` if the path is too long.
+    /// A record for the socket just bound at `path`; `None` if the path is
+    /// too long to keep or nothing is bound there.
     pub fn new(path: &[u8], local: Addr, v6only: bool, reuseport: bool) -> Option<Listener> {
-        if path.len() >= PATH_MAX || !path.ends_with(b".sock") {
-            return None;
-        }
-        let mut l = Listener { used: true, pid: std::process::id(), local, v6only, reuseport, ..Listener::EMPTY };
-        l.path[..path.len()].copy_from_slice(path);
-        l.path_len = path.len();
-        Some(l)
+        let file = SockFile::bound(path)?;
+        Some(Listener { used: true, pid: std::process::id(), file, local, v6only, reuseport, announced: false })
     }
 
     pub fn path(&self) -> &[u8] {
-        &self.path[..self.path_len]
-    }
-
-    /// Removes the socket file and its sidecar (`.json` in place of `.sock`),
-    /// without allocating.
-    fn unlink_files(&self) {
-        let mut buf = self.path;
-        buf[self.path_len] = 0;
-        // SAFETY: `buf` is NUL-terminated within its bounds.
-        unsafe { libc::unlink(buf.as_ptr().cast()) };
-        let ext = self.path_len - ".sock".len();
-        buf[ext..self.path_len].copy_from_slice(b".json");
-        // SAFETY: as above.
-        unsafe { libc::unlink(buf.as_ptr().cast()) };
+        self.file.path()
     }
 }
 
@@ -87,6 +67,9 @@ fn slot(id: u16) -> Option<&'static Slot> {
 
 /// Records a socket file with one reference; returns its 1-based id.
 pub fn add(listener: Listener) -> Option<u16> {
+    if !process::is_owner() {
+        return None;
+    }
     for (i, s) in SLOTS.iter().enumerate() {
         let taken = s.data.with(|d| {
             if d.used {
@@ -110,6 +93,9 @@ pub fn get(id: u16) -> Option<Listener> {
 
 /// Another descriptor refers to the socket (dup, dup2, fcntl F_DUPFD).
 pub fn add_ref(id: u16) {
+    if !process::is_owner() {
+        return;
+    }
     if let Some(s) = slot(id) {
         s.refs.fetch_add(1, Ordering::AcqRel);
     }
@@ -118,7 +104,7 @@ pub fn add_ref(id: u16) {
 /// A descriptor referring to the socket is gone. On the last one, the
 /// binding process removes the files.
 pub fn release(id: u16) {
-    let Some(s) = slot(id) else { return };
+    let Some(s) = slot(id).filter(|_| process::is_owner()) else { return };
     let prev = s.refs.fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| r.checked_sub(1));
     if prev != Ok(1) {
         return;
@@ -131,13 +117,18 @@ pub fn release(id: u16) {
         owned.then_some(copy)
     });
     if let Some(l) = owned {
-        crate::errno::preserve(|| l.unlink_files());
+        crate::errno::preserve(|| l.file.remove());
     }
 }
 
+/// The sidecar is written: the socket listens, its claim can go.
 pub fn set_announced(id: u16) {
-    if let Some(s) = slot(id) {
-        s.data.with(|d| d.announced = true);
+    if let Some(s) = slot(id).filter(|_| process::is_owner()) {
+        let file = s.data.with(|d| {
+            d.announced = true;
+            d.file
+        });
+        file.remove_claim();
     }
 }
 
@@ -157,7 +148,7 @@ pub fn find(mut pred: impl FnMut(&Listener) -> bool) -> Vec<(u16, Listener)> {
 /// Forgets a listener without touching its files (its descriptors are known
 /// to be gone, and the caller deals with the files).
 pub fn forget(id: u16) {
-    if let Some(s) = slot(id) {
+    if let Some(s) = slot(id).filter(|_| process::is_owner()) {
         s.refs.store(0, Ordering::Release);
         s.data.with(|d| *d = Listener::EMPTY);
     }
@@ -169,7 +160,7 @@ pub fn remove_all_owned() {
     for s in &SLOTS {
         let d = s.data.with(|d| *d);
         if d.used && d.pid == mine && s.refs.load(Ordering::Acquire) > 0 {
-            d.unlink_files();
+            d.file.remove();
         }
     }
 }
@@ -191,7 +182,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let sock = dir.join("a.b.1.sock");
         let json = dir.join("a.b.1.json");
-        std::fs::write(&sock, b"").unwrap();
+        let _bound = std::os::unix::net::UnixListener::bind(&sock).unwrap();
         std::fs::write(&json, b"{}").unwrap();
         let path = sock.to_str().unwrap().as_bytes();
         let id = add(Listener::new(path, Addr::default(), false, false).unwrap()).unwrap();
@@ -211,18 +202,12 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("agentfs-listeners2-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let sock = dir.join("a.b.2.sock");
-        std::fs::write(&sock, b"").unwrap();
+        let _bound = std::os::unix::net::UnixListener::bind(&sock).unwrap();
         let mut l = Listener::new(sock.to_str().unwrap().as_bytes(), Addr::default(), false, false).unwrap();
         l.pid = 1;
         let id = add(l).unwrap();
         release(id);
         assert!(sock.exists(), "bound by another pid (e.g. the parent of a fork)");
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn bad_paths_are_refused() {
-        assert!(Listener::new(&[b'a'; PATH_MAX], Addr::default(), false, false).is_none());
-        assert!(Listener::new(b"/x/y.json", Addr::default(), false, false).is_none());
     }
 }

@@ -1,17 +1,19 @@
 //! Descriptors that reach a process without the shim's bookkeeping — across
 //! exec, over SCM_RIGHTS (Node cluster workers), or after a close the shim
 //! did not see — are recognised by asking the kernel for their Unix name: a
-//! socket file under `run/` is ours, and its sidecar (or file name) says
-//! which TCP address to report.
+//! socket file under `run/` with a sidecar (only the shim writes them, after
+//! listen) is ours, and the sidecar says which TCP address to report. A Unix
+//! socket the app made itself there (binding `$AGENTFS_SOCKET`) has no
+//! sidecar and stays what it is.
 
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
 
 use libc::c_int;
 
 use agentfs_registry::record::{self, Sidecar};
 use agentfs_registry::runfile::RunFile;
-use agentfs_registry::{SocketName, scan};
+use agentfs_registry::scan;
 
 use crate::config;
 use crate::fdtable::{FdState, Kind};
@@ -34,7 +36,7 @@ pub fn recognize(fd: c_int) -> Option<FdState> {
     }
     let ino = || sys::inode(fd).map_or(0, port_for_inode);
     if let Some(path) = own.unix_path() {
-        let local = bound_addr(&run_dir, stem_in_run(path, &run_dir)?);
+        let local = bound_addr(&run_dir, stem_in_run(path, &run_dir)?)?;
         let family = local.family();
         if sys::is_listening(fd) {
             return Some(FdState { kind: Kind::Listener, local, ..FdState::default() });
@@ -48,7 +50,7 @@ pub fn recognize(fd: c_int) -> Option<FdState> {
         });
     }
     let theirs = sys::peer_name(fd)?;
-    let server = bound_addr(&run_dir, stem_in_run(theirs.unix_path()?, &run_dir)?);
+    let server = bound_addr(&run_dir, stem_in_run(theirs.unix_path()?, &run_dir)?)?;
     let family = server.family();
     let peer = Addr::loopback(family, server.port);
     Some(FdState { kind: Kind::Client, local: Addr::loopback(family, ino()), peer, ..FdState::default() })
@@ -70,19 +72,10 @@ fn stem_in_run<'a>(path: &'a [u8], run_dir: &Path) -> Option<&'a str> {
     }
 }
 
-/// The address the app bound: from the sidecar, else from the file name with
-/// the family of the canonical sidecar, else `[::]:<port>`.
-fn bound_addr(run_dir: &Path, stem: &str) -> Addr {
-    let read = |stem: &str| record::read::<Sidecar>(&scan::sidecar_path(run_dir, stem)).ok();
-    if let Some(sc) = read(stem) {
-        return Addr::from_std(SocketAddr::new(sc.addr, sc.port));
-    }
-    let Some(name) = SocketName::parse_stem(stem) else {
-        return Addr::default();
-    };
-    let canonical = SocketName { replica: None, ..name.clone() }.stem();
-    let ip = read(&canonical).map_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED), |sc| sc.addr);
-    Addr::from_std(SocketAddr::new(ip, name.port))
+/// The address the app bound, from the socket's sidecar.
+fn bound_addr(run_dir: &Path, stem: &str) -> Option<Addr> {
+    let sc = record::read::<Sidecar>(&scan::sidecar_path(run_dir, stem)).ok()?;
+    Some(Addr::from_std(SocketAddr::new(sc.addr, sc.port)))
 }
 
 #[cfg(test)]

@@ -62,8 +62,13 @@ fn redirect(fd: c_int, addr: SocketAddr, path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Connects, waiting (blocking) if a non-blocking connect finds the
-/// listener's backlog full: TCP callers do not expect EAGAIN from connect.
+/// How long a redirected connect may wait for room in a full backlog.
+const FULL_BACKLOG_WAIT: libc::timeval = libc::timeval { tv_sec: 0, tv_usec: 250_000 };
+
+/// Connects. A non-blocking Unix connect to a full backlog fails with EAGAIN,
+/// which TCP callers do not expect; it is retried blocking, but for at most
+/// [`FULL_BACKLOG_WAIT`] (the accepting code may run on the caller's own
+/// thread), after which the original TCP connect is made (fail open).
 fn connect_unix(fd: c_int, path: &Path) -> io::Result<()> {
     let target = SockPath::new(path)?;
     let (un, len) = sockaddr::unix(target.as_path().as_os_str().as_bytes())
@@ -77,15 +82,26 @@ fn connect_unix(fd: c_int, path: &Path) -> io::Result<()> {
         }
     };
     match attempt() {
-        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
-            let flags = sys::fcntl_get(fd, libc::F_GETFL).map_err(io::Error::from_raw_os_error)?;
-            sys::fcntl_set(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK).map_err(io::Error::from_raw_os_error)?;
-            let r = attempt();
-            sys::fcntl_set(fd, libc::F_SETFL, flags).map_err(io::Error::from_raw_os_error)?;
-            r
-        }
+        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => bounded_wait(fd, attempt),
         other => other,
     }
+}
+
+fn bounded_wait(fd: c_int, attempt: impl Fn() -> io::Result<()>) -> io::Result<()> {
+    let os = io::Error::from_raw_os_error;
+    let flags = sys::fcntl_get(fd, libc::F_GETFL).map_err(os)?;
+    let mut saved = [0u8; std::mem::size_of::<libc::timeval>()];
+    let n = sys::getsockopt_bytes(fd, libc::SOL_SOCKET, libc::SO_SNDTIMEO, &mut saved).map_err(os)?;
+    let limit = FULL_BACKLOG_WAIT;
+    // SAFETY: timeval is plain data; viewing it as bytes for its size is sound.
+    let wait =
+        unsafe { std::slice::from_raw_parts((&raw const limit).cast::<u8>(), std::mem::size_of::<libc::timeval>()) };
+    sys::setsockopt_bytes(fd, libc::SOL_SOCKET, libc::SO_SNDTIMEO, wait).map_err(os)?;
+    sys::fcntl_set(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK).map_err(os)?;
+    let r = attempt();
+    let _ = sys::setsockopt_bytes(fd, libc::SOL_SOCKET, libc::SO_SNDTIMEO, &saved[..n]);
+    sys::fcntl_set(fd, libc::F_SETFL, flags).map_err(os)?;
+    r
 }
 
 /// The instance's socket for `port`: the canonical one, else a replica.

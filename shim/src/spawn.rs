@@ -72,6 +72,11 @@ pub unsafe fn plan(
     if !needs_plan(file, search, &env, &rules) {
         return None;
     }
+    // Planning allocates; a vfork child shares the parent's heap with the
+    // parent's other threads, so it launches as asked.
+    if !crate::process::is_owner() {
+        return None;
+    }
     // SAFETY: caller contract.
     let launch = unsafe { to_launch(file, search, argv, envp) }?;
     let probe = RealProbe { simulate_sip: config::get().and_then(|c| c.simulate_sip.clone()) };

@@ -26,7 +26,6 @@ pub struct Replacement {
 pub fn prepare(fd: c_int, v6: bool) -> Result<Replacement, &'static str> {
     let new = sys::socket(libc::AF_UNIX, libc::SOCK_STREAM).map_err(|_| "cannot create a Unix socket")?;
     let cloexec = sys::fcntl_get(fd, libc::F_GETFD).map_err(|_| "F_GETFD failed")? & libc::FD_CLOEXEC != 0;
-    sys::fcntl_set(new.raw(), libc::F_SETFD, libc::FD_CLOEXEC).map_err(|_| "F_SETFD failed")?;
     copy_owner(fd, new.raw());
     let status = sys::fcntl_get(fd, libc::F_GETFL).map_err(|_| "F_GETFL failed")?;
     let carried_flags = status & (libc::O_NONBLOCK | libc::O_ASYNC);
@@ -91,7 +90,9 @@ fn replay_socket_options(from: c_int, to: c_int) {
         if want == have {
             continue;
         }
-        let value = if name == libc::SO_RCVBUF || name == libc::SO_SNDBUF { want / 2 } else { want };
+        // Linux doubles buffer sizes on set and reports the doubled value.
+        let doubled = cfg!(target_os = "linux") && (name == libc::SO_RCVBUF || name == libc::SO_SNDBUF);
+        let value = if doubled { want / 2 } else { want };
         let _ = sys::setsockopt_int(to, libc::SOL_SOCKET, name, value);
     }
     let mut linger = [0u8; std::mem::size_of::<libc::linger>()];

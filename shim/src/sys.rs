@@ -33,11 +33,37 @@ impl Drop for Fd {
     }
 }
 
-/// `socket(2)`; errno on failure.
+/// `socket(2)`, close-on-exec (atomically where the system can); errno on failure.
 pub fn socket(domain: c_int, ty: c_int) -> Result<Fd, c_int> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let ty = ty | libc::SOCK_CLOEXEC;
     // SAFETY: plain system call with integer arguments.
     let fd = unsafe { libc::socket(domain, ty, 0) };
-    if fd < 0 { Err(errno::get()) } else { Ok(Fd(fd)) }
+    if fd < 0 {
+        return Err(errno::get());
+    }
+    let fd = Fd(fd);
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    fcntl_set(fd.raw(), libc::F_SETFD, libc::FD_CLOEXEC)?;
+    Ok(fd)
+}
+
+/// Whether something accepts on the Unix socket at `path`, without ever
+/// blocking: a full backlog (EAGAIN) counts as accepting.
+pub fn unix_accepts(path: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(target) = agentfs_registry::sunpath::SockPath::new(path) else { return true };
+    let Some((un, len)) = crate::sockaddr::unix(target.as_path().as_os_str().as_bytes()) else { return true };
+    let Ok(s) = socket(libc::AF_UNIX, libc::SOCK_STREAM) else { return true };
+    let Ok(flags) = fcntl_get(s.raw(), libc::F_GETFL) else { return true };
+    if fcntl_set(s.raw(), libc::F_SETFL, flags | libc::O_NONBLOCK).is_err() {
+        return true;
+    }
+    // SAFETY: `un` is a valid sockaddr_un of `len` bytes.
+    if unsafe { libc::connect(s.raw(), (&raw const un).cast(), len) } == 0 {
+        return true;
+    }
+    !matches!(errno::get(), libc::ECONNREFUSED | libc::ENOENT)
 }
 
 /// An `int`-valued socket option.

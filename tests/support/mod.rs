@@ -60,6 +60,7 @@ impl Home {
     /// A command with the shim loaded as a process of `app`/`instance`.
     pub fn wrapped(&self, app: &str, instance: &str, program: &str) -> Command {
         let mut c = Command::new(program);
+        clean_env(&mut c);
         c.env("LD_PRELOAD", shim())
             .env("AGENTFS_HOME", self.path())
             .env("AGENTFS_APP", app)
@@ -234,6 +235,17 @@ pub fn compile_c(source: &str, dir: &Path, extra: &[&str]) -> PathBuf {
     exe
 }
 
+/// Removes every agentfs variable (and the preload variables) a test would
+/// otherwise inherit from a wrapped shell.
+pub fn clean_env(c: &mut Command) {
+    for (key, _) in std::env::vars_os() {
+        let k = key.to_string_lossy();
+        if k.starts_with("AGENTFS_") || k == "LD_PRELOAD" || k == "DYLD_INSERT_LIBRARIES" {
+            c.env_remove(&key);
+        }
+    }
+}
+
 /// A private AGENTFS_HOME and router port for a test of the CLI. The router
 /// it starts is stopped (by pid, if need be) when the test ends.
 pub struct Env {
@@ -249,13 +261,11 @@ impl Env {
     /// `agentfs ARGS` in this environment (nothing inherited from the caller's agentfs setup).
     pub fn agentfs(&self, args: &[&str]) -> Command {
         let mut c = Command::new(agentfs());
+        clean_env(&mut c);
         c.args(args)
             .env("AGENTFS_HOME", self.home.path())
             .env("AGENTFS_HTTP_PORT", self.port.to_string())
             .env("PYTHONUNBUFFERED", "1");
-        for var in ["AGENTFS_APP", "AGENTFS_INSTANCE", "AGENTFS_DEBUG", "AGENTFS_SHIM", "AGENTFS_PORTS", "LD_PRELOAD"] {
-            c.env_remove(var);
-        }
         c
     }
 
