@@ -446,7 +446,7 @@ read the load average before reading the figures.
 - Date: $DATE
 - Machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo) RAM, Linux $(uname -r)
 - Load average (1/5/15 min): at start $LOAD_START; at end $(cut -d' ' -f1-3 /proc/loadavg)
-- Versions: agentfs $("$AGENTFS" --version | awk '{print $2}') (commit $(git -C "$root" rev-parse --short HEAD)$(git -C "$root" diff --quiet HEAD -- router registry 2>/dev/null || echo ", router modified")), $(nginx -v 2>&1 | sed 's/.*: //'), haproxy $(haproxy -v | awk 'NR == 1 {print $3}'), caddy $(caddy version | awk '{print $1}'), $(wrk --version 2>&1 | awk 'NR == 1 {print $1, $2}'), node $(node --version), $(python3 --version)
+- Versions: agentfs $("$AGENTFS" --version | awk '{print $2}') (commit $COMMIT), $(nginx -v 2>&1 | sed 's/.*: //'), haproxy $(haproxy -v | awk 'NR == 1 {print $3}'), caddy $(caddy version | awk '{print $1}'), $(wrk --version 2>&1 | awk 'NR == 1 {print $1, $2}'), node $(node --version), $(python3 --version)
 
 ## Proxy throughput and latency
 
@@ -542,6 +542,8 @@ main() {
     ulimit -n "$(ulimit -Hn)"
     say "building (release)"
     cargo build --release --quiet
+    COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+    git diff --quiet HEAD -- router registry shim cli 2>/dev/null || COMMIT="$COMMIT + uncommitted changes"
     local target=${CARGO_TARGET_DIR:-$root/target}
     AGENTFS=$target/release/agentfs
     SHIM=$(ls -t "$target"/release/build/agentfs-*/out/libagentfs_shim.so 2>/dev/null | head -n 1)

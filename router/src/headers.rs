@@ -67,23 +67,52 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
+/// What one client connection contributes to `X-Forwarded-*`, rendered
+/// once when it is accepted rather than on every request.
+#[derive(Clone, Debug)]
+pub struct Forwarded {
+    /// The peer's address (an IPv4-mapped one as plain IPv4).
+    ip: HeaderValue,
+    /// The router port the client connected to.
+    port: HeaderValue,
+}
+
+impl Forwarded {
+    pub fn new(peer: SocketAddr, local_port: u16) -> Forwarded {
+        let ip = peer.ip().to_canonical().to_string();
+        let ip = HeaderValue::try_from(ip).unwrap_or(HeaderValue::from_static("unknown"));
+        Forwarded { ip, port: HeaderValue::from(local_port) }
+    }
+}
+
+/// `x-agentfs-hops` values after a pass: requests with `MAX_HOPS` or more
+/// never get here.
+const HOP_VALUES: [HeaderValue; MAX_HOPS as usize + 1] = [
+    HeaderValue::from_static("1"),
+    HeaderValue::from_static("2"),
+    HeaderValue::from_static("3"),
+    HeaderValue::from_static("4"),
+    HeaderValue::from_static("5"),
+    HeaderValue::from_static("6"),
+];
+
 /// Sets the headers an app behind the router is told: who asked, over what,
 /// for which host and port, and how many routers the request passed.
-pub fn set_forwarded(headers: &mut HeaderMap, peer: SocketAddr, host: &str, local_port: u16, hops: u32) {
-    let ip = peer.ip().to_canonical().to_string();
+pub fn set_forwarded(headers: &mut HeaderMap, conn: &Forwarded, host: &HeaderValue, hops: u32) {
     let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
-        _ => ip,
+        Some(prev) if !prev.trim().is_empty() => {
+            HeaderValue::try_from(format!("{prev}, {}", conn.ip.to_str().unwrap_or_default())).ok()
+        }
+        _ => Some(conn.ip.clone()),
     };
-    if let Ok(v) = HeaderValue::try_from(xff) {
+    if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR, v);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    if let Ok(v) = HeaderValue::from_str(host) {
-        headers.insert(X_FORWARDED_HOST, v);
-    }
-    headers.insert(X_FORWARDED_PORT, HeaderValue::from(local_port));
-    headers.insert(HOPS, HeaderValue::from(hops + 1));
+    headers.insert(X_FORWARDED_HOST, host.clone());
+    headers.insert(X_FORWARDED_PORT, conn.port.clone());
+    let hops = HOP_VALUES.get(hops as usize).cloned().unwrap_or_else(|| HeaderValue::from(hops + 1));
+    headers.insert(HOPS, hops);
 }
 
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {
@@ -139,12 +168,19 @@ mod tests {
         let mut h = map(&[("x-forwarded-for", "10.0.0.1"), ("x-agentfs-hops", "2")]);
         assert_eq!(hops(&h), 2);
         let n = hops(&h);
-        set_forwarded(&mut h, "[::ffff:127.0.0.1]:5000".parse().unwrap(), "shop.localhost:7355", 7355, n);
+        let conn = Forwarded::new("[::ffff:127.0.0.1]:5000".parse().unwrap(), 7355);
+        set_forwarded(&mut h, &conn, &HeaderValue::from_static("shop.localhost:7355"), n);
         assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.1, 127.0.0.1");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
         assert_eq!(h.get("x-forwarded-host").unwrap(), "shop.localhost:7355");
         assert_eq!(h.get("x-forwarded-port").unwrap(), "7355");
         assert_eq!(h.get("x-agentfs-hops").unwrap(), "3");
         assert_eq!(hops(&map(&[("x-agentfs-hops", "junk")])), MAX_HOPS);
+        let mut fresh = HeaderMap::new();
+        set_forwarded(&mut fresh, &conn, &HeaderValue::from_static("shop.localhost"), 0);
+        assert_eq!(fresh.get("x-forwarded-for").unwrap(), "127.0.0.1");
+        assert_eq!(fresh.get("x-agentfs-hops").unwrap(), "1");
+        set_forwarded(&mut fresh, &conn, &HeaderValue::from_static("shop.localhost"), 9);
+        assert_eq!(fresh.get("x-agentfs-hops").unwrap(), "10");
     }
 }

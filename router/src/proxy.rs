@@ -5,7 +5,6 @@
 //! own answers; nothing here returns an error to hyper.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
@@ -24,19 +23,19 @@ use crate::{dashboard, tunnel};
 /// One client connection's context.
 pub struct ConnCtx {
     pub shared: Arc<Shared>,
-    pub peer: SocketAddr,
-    pub local_port: u16,
+    /// This connection's `X-Forwarded-For` entry and `X-Forwarded-Port`.
+    pub forwarded: headers::Forwarded,
     /// Held while the connection (or a tunnel made from it) lives.
     pub _permit: Option<OwnedSemaphorePermit>,
 }
 
 /// Serves one request from a client.
 pub async fn handle(req: Request<Incoming>, cx: Arc<ConnCtx>) -> Result<Response<Body>, Infallible> {
-    let host = match Host::of_request(&req) {
-        Ok(h) => h,
+    let resolved = match Host::of_request(&req) {
+        Ok(host) => resolve(&cx.shared, &host, &req).await,
         Err(e) => return Ok(host_error(e, Format::of(req.headers()))),
     };
-    let set = match resolve(&cx.shared, &host, &req).await {
+    let set = match resolved {
         Resolved::Set(set) => set,
         Resolved::Dashboard(table) => return Ok(dashboard::serve(&req, &table, &cx.shared)),
         Resolved::Answer(res) => return Ok(res),
@@ -57,7 +56,7 @@ enum Step {
 
 /// Phase 2: the route, waiting up to `start_wait` while a wrapper runs but
 /// its app has not listened yet.
-async fn resolve(shared: &Shared, host: &Host, req: &Request<Incoming>) -> Resolved {
+async fn resolve(shared: &Shared, host: &Host<'_>, req: &Request<Incoming>) -> Resolved {
     let mut changes: Option<(tokio::sync::watch::Receiver<u64>, Waiting<'_>)> = None;
     let deadline = tokio::time::Instant::now() + shared.config.start_wait;
     loop {
@@ -111,17 +110,19 @@ impl Drop for Waiting<'_> {
 
 /// Phases 3 and 4: connect to a replica and forward.
 async fn forward(mut req: Request<Incoming>, set: &ReplicaSet, cx: Arc<ConnCtx>) -> Response<Body> {
-    let fmt = Format::of(req.headers());
     let hops = headers::hops(req.headers());
     if hops >= headers::MAX_HOPS {
         let message = format!("{} has passed through {hops} routers: a route points back at the router", set.what);
-        return Answer { status: StatusCode::LOOP_DETECTED, title: "loop detected", message, routes: None }.render(fmt);
+        return Answer { status: StatusCode::LOOP_DETECTED, title: "loop detected", message, routes: None }
+            .render(Format::of(req.headers()));
     }
     if req.method() == Method::CONNECT {
         let message = "the agentfs router is not a forward proxy".to_owned();
         return Answer { status: StatusCode::METHOD_NOT_ALLOWED, title: "CONNECT not allowed", message, routes: None }
-            .render(fmt);
+            .render(Format::of(req.headers()));
     }
+    // Only needed if every replica fails: the request is gone by then.
+    let fmt = Format::of(req.headers());
     let upgrade = req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     prepare(&mut req, &cx, hops, upgrade);
@@ -166,7 +167,7 @@ fn prepare(req: &mut Request<Incoming>, cx: &ConnCtx, hops: u32, upgrade: bool) 
     *req.version_mut() = Version::HTTP_11;
     let h = req.headers_mut();
     headers::strip_hop_by_hop(h, upgrade);
-    headers::set_forwarded(h, cx.peer, host_value.to_str().unwrap_or(""), cx.local_port, hops);
+    headers::set_forwarded(h, &cx.forwarded, &host_value, hops);
     h.insert(header::HOST, host_value);
 }
 
@@ -240,7 +241,7 @@ fn host_error(e: HostError, fmt: Format) -> Response<Body> {
     Answer { status, title, message, routes: None }.render(fmt)
 }
 
-fn not_found(host: &Host, table: &Table, req: &Request<Incoming>) -> Response<Body> {
+fn not_found(host: &Host<'_>, table: &Table, req: &Request<Incoming>) -> Response<Body> {
     let message = format!("no running app answers to {}", host.name());
     Answer { status: StatusCode::NOT_FOUND, title: "unknown host", message, routes: Some(table.view()) }
         .render(Format::of(req.headers()))

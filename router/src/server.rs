@@ -1,9 +1,12 @@
-//! Accepting clients: one accept loop per listener, a span and a task per
-//! connection, HTTP/1.1 or h2c chosen by the client's first bytes. On stop
+//! Accepting clients: one accept loop per listener on each shard (see
+//! `shards`; every loop accepts from the same socket, so an idle shard takes
+//! the next connection), a span and a task per connection on the shard that
+//! accepted it, HTTP/1.1 or h2c chosen by the client's first bytes. On stop
 //! the loops end and drop their listeners (new connections are refused)
 //! while accepted connections finish their requests (graceful shutdown:
 //! idle keep-alive connections close, busy ones close after their response).
 
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -11,12 +14,13 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Handle;
 use tokio::sync::{Semaphore, mpsc};
 use tracing::Instrument;
 
-use crate::limits;
 use crate::proxy::{self, ConnCtx};
 use crate::state::Shared;
+use crate::{headers, limits};
 
 /// Open connections, for draining: each holds a sender; the receiver sees
 /// the channel close when the last one ends.
@@ -33,17 +37,29 @@ impl Drain {
 
 type Watcher = mpsc::Sender<()>;
 
-/// Starts an accept loop per listener; the returned handle waits for the
-/// connections to finish after [`Shared::stop`].
-pub fn start(listeners: Vec<TcpListener>, shared: &Arc<Shared>) -> Drain {
+/// Starts an accept loop per listener on each shard (the current runtime if
+/// `shards` is empty); the returned handle waits for the connections to
+/// finish after [`Shared::stop`].
+pub fn start(listeners: Vec<TcpListener>, shared: &Arc<Shared>, shards: &[Handle]) -> io::Result<Drain> {
     let (watcher, rx) = mpsc::channel(1);
     let builder = Arc::new(limits::http_builder(&shared.config.limits));
     let permits = Arc::new(Semaphore::new(shared.config.limits.max_connections));
+    let here = [Handle::current()];
+    let shards = if shards.is_empty() { &here[..] } else { shards };
     for l in listeners {
-        let task = accept_loop(l, shared.clone(), builder.clone(), permits.clone(), watcher.clone());
-        tokio::spawn(task);
+        let l = l.into_std()?;
+        for shard in shards {
+            let (l, shared, builder, permits, watcher) =
+                (l.try_clone()?, shared.clone(), builder.clone(), permits.clone(), watcher.clone());
+            shard.spawn(async move {
+                match TcpListener::from_std(l) {
+                    Ok(l) => accept_loop(l, shared, builder, permits, watcher).await,
+                    Err(e) => tracing::error!(error = %e, "cannot accept on a shard"),
+                }
+            });
+        }
     }
-    Drain { rx }
+    Ok(Drain { rx })
 }
 
 async fn accept_loop(
@@ -73,7 +89,8 @@ async fn accept_loop(
             _ = shared.stopped() => return,
         };
         let local_port = stream.local_addr().map_or(shared.port, |a| a.port());
-        let cx = Arc::new(ConnCtx { shared: shared.clone(), peer, local_port, _permit: Some(permit) });
+        let forwarded = headers::Forwarded::new(peer, local_port);
+        let cx = Arc::new(ConnCtx { shared: shared.clone(), forwarded, _permit: Some(permit) });
         let span = tracing::debug_span!("conn", %peer);
         tokio::spawn(serve_conn(stream, peer, cx, builder.clone(), watcher.clone()).instrument(span));
     }
