@@ -44,7 +44,7 @@ pub fn hops(headers: &HeaderMap) -> u32 {
 
 /// Removes hop-by-hop headers; keeps `Connection: upgrade` + `Upgrade` when `upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    if headers.contains_key(header::CONNECTION) {
+    if headers.contains_key(header::CONNECTION) && !names_only_standard(headers) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
@@ -115,6 +115,19 @@ pub fn set_forwarded(headers: &mut HeaderMap, conn: &Forwarded, host: &HeaderVal
     headers.insert(HOPS, hops);
 }
 
+/// Whether `Connection` names only `keep-alive` and `upgrade` (the usual
+/// case, both ways): headers the rules below strip anyway, so the named
+/// headers need not be collected (which allocates).
+fn names_only_standard(headers: &HeaderMap) -> bool {
+    headers.get_all(header::CONNECTION).iter().all(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .map(str::trim)
+                .all(|t| t.is_empty() || t.eq_ignore_ascii_case("keep-alive") || t.eq_ignore_ascii_case("upgrade"))
+        })
+    })
+}
+
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {
     headers
         .get_all(header::CONNECTION)
@@ -150,6 +163,18 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["origin"]);
+    }
+
+    #[test]
+    fn the_usual_connection_values_strip_the_same() {
+        let mut h =
+            map(&[("connection", "Keep-Alive, upgrade"), ("keep-alive", "timeout=5"), ("upgrade", "h2c"), ("x", "1")]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x"]);
+        let mut h = map(&[("connection", "upgrade"), ("upgrade", "websocket")]);
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.get("connection").unwrap(), "upgrade");
+        assert_eq!(h.get("upgrade").unwrap(), "websocket");
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::answers::{Answer, Format};
 use crate::body::{self, Body};
 use crate::headers;
 use crate::host::{Host, HostError};
+use crate::limits::Activity;
 use crate::pool::{self, ConnectError, Upstream};
 use crate::state::Shared;
 use crate::table::{Lookup, ReplicaSet, Table};
@@ -25,22 +26,31 @@ pub struct ConnCtx {
     pub shared: Arc<Shared>,
     /// This connection's `X-Forwarded-For` entry and `X-Forwarded-Port`.
     pub forwarded: headers::Forwarded,
+    /// Requests in flight, for the header timeout.
+    pub activity: Arc<Activity>,
     /// Held while the connection (or a tunnel made from it) lives.
     pub _permit: Option<OwnedSemaphorePermit>,
 }
 
-/// Serves one request from a client.
+/// Serves one request from a client. The connection counts as busy until
+/// the response has been sent.
 pub async fn handle(req: Request<Incoming>, cx: Arc<ConnCtx>) -> Result<Response<Body>, Infallible> {
+    let busy = cx.activity.begin(req.version() == Version::HTTP_2);
+    let res = route(req, cx).await;
+    Ok(res.map(|b| b.holding(busy)))
+}
+
+async fn route(req: Request<Incoming>, cx: Arc<ConnCtx>) -> Response<Body> {
     let resolved = match Host::of_request(&req) {
         Ok(host) => resolve(&cx.shared, &host, &req).await,
-        Err(e) => return Ok(host_error(e, Format::of(req.headers()))),
+        Err(e) => return host_error(e, Format::of(req.headers())),
     };
     let set = match resolved {
         Resolved::Set(set) => set,
-        Resolved::Dashboard(table) => return Ok(dashboard::serve(&req, &table, &cx.shared)),
-        Resolved::Answer(res) => return Ok(res),
+        Resolved::Dashboard(table) => return dashboard::serve(&req, &table, &cx.shared),
+        Resolved::Answer(res) => return res,
     };
-    Ok(forward(req, &set, cx).await)
+    forward(req, &set, cx).await
 }
 
 enum Resolved {
