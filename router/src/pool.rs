@@ -81,14 +81,6 @@ impl Upstream {
         self.dead.load(Ordering::Relaxed)
     }
 
-    /// An idle connection if one is usable, else a new one.
-    pub async fn checkout(&self) -> Result<Sender, ConnectError> {
-        if let Some(tx) = self.pop_idle() {
-            return Ok(tx);
-        }
-        self.connect().await
-    }
-
     /// A new connection, bypassing the idle ones.
     pub async fn connect(&self) -> Result<Sender, ConnectError> {
         let result = match &self.target {
@@ -105,7 +97,8 @@ impl Upstream {
         slot.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn pop_idle(&self) -> Option<Sender> {
+    /// This shard's most recently used idle connection, if one is usable.
+    pub fn pop_idle(&self) -> Option<Sender> {
         let mut idle = self.idle();
         let mut now = None;
         while let Some((tx, since)) = idle.pop_back() {

@@ -64,25 +64,36 @@ enum Step {
     Wait { app: String, instance: Option<String>, wrapper_pid: u32 },
 }
 
-/// Phase 2: the route, waiting up to `start_wait` while a wrapper runs but
-/// its app has not listened yet.
+/// Phase 2: the route. The waiting is boxed: the common case keeps the
+/// request's future small (it is moved into place once per request).
 async fn resolve(shared: &Shared, host: &Host<'_>, req: &Request<Incoming>) -> Resolved {
+    match lookup(shared, host, req) {
+        Step::Done(r) => r,
+        Step::Wait { .. } => Box::pin(wait_for_start(shared, host, req)).await,
+    }
+}
+
+fn lookup(shared: &Shared, host: &Host<'_>, req: &Request<Incoming>) -> Step {
+    let table = shared.table();
+    match table.resolve(host) {
+        Lookup::Route(set) => Step::Done(Resolved::Set(set.clone())),
+        Lookup::Dashboard => Step::Done(Resolved::Dashboard(arc_swap::Guard::into_inner(table))),
+        Lookup::Unknown => Step::Done(Resolved::Answer(not_found(host, &table, req))),
+        Lookup::Starting(w) => Step::Wait {
+            app: w.app.to_string(),
+            instance: host.app_ref().and_then(|r| r.instance.map(str::to_owned)),
+            wrapper_pid: w.wrapper_pid,
+        },
+    }
+}
+
+/// The route, waiting up to `start_wait` while a wrapper runs but its app
+/// has not listened yet.
+async fn wait_for_start(shared: &Shared, host: &Host<'_>, req: &Request<Incoming>) -> Resolved {
     let mut changes: Option<(tokio::sync::watch::Receiver<u64>, Waiting<'_>)> = None;
     let deadline = tokio::time::Instant::now() + shared.config.start_wait;
     loop {
-        let step = {
-            let table = shared.table();
-            match table.resolve(host) {
-                Lookup::Route(set) => Step::Done(Resolved::Set(set.clone())),
-                Lookup::Dashboard => Step::Done(Resolved::Dashboard(arc_swap::Guard::into_inner(table))),
-                Lookup::Unknown => Step::Done(Resolved::Answer(not_found(host, &table, req))),
-                Lookup::Starting(w) => Step::Wait {
-                    app: w.app.to_string(),
-                    instance: host.app_ref().and_then(|r| r.instance.map(str::to_owned)),
-                    wrapper_pid: w.wrapper_pid,
-                },
-            }
-        };
+        let step = lookup(shared, host, req);
         let (app, instance, wrapper_pid) = match step {
             Step::Done(r) => return r,
             Step::Wait { app, instance, wrapper_pid } => (app, instance, wrapper_pid),
@@ -197,7 +208,11 @@ type Sent = (Response<Incoming>, Option<(Arc<Upstream>, pool::Sender)>);
 async fn send(up: &Arc<Upstream>, mut req: Request<Incoming>) -> Result<Sent, SendError> {
     let mut fresh = false;
     loop {
-        let tx = if fresh { up.connect().await } else { up.checkout().await };
+        // Connecting is boxed: the pooled case keeps this future small.
+        let tx = match (!fresh).then(|| up.pop_idle()).flatten() {
+            Some(tx) => Ok(tx),
+            None => Box::pin(up.connect()).await,
+        };
         let mut tx = match tx {
             Ok(tx) => tx,
             Err(e) => return Err(SendError::Connect(e, req)),
