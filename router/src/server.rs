@@ -1,7 +1,8 @@
-//! Accepting clients: one accept loop per listener on each shard (see
-//! `shards`; every loop accepts from the same socket, so an idle shard takes
-//! the next connection), a span and a task per connection on the shard that
-//! accepted it, HTTP/1.1 or h2c chosen by the client's first bytes. On stop
+//! Accepting clients: one accept loop per listener on the main thread hands
+//! each connection to the least loaded shard (see `shards`), where a span
+//! and a task serve it to the end, HTTP/1.1 or h2c chosen by the client's
+//! first bytes. (Shards accepting for themselves from a shared socket let one
+//! shard take a whole burst of connections while the other slept.) On stop
 //! the loops end and drop their listeners (new connections are refused)
 //! while accepted connections finish their requests (graceful shutdown:
 //! idle keep-alive connections close, busy ones close after their response).
@@ -13,6 +14,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use hyper::service::service_fn;
@@ -20,7 +22,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tracing::Instrument;
 
 use crate::limits::{self, Activity};
@@ -47,12 +49,16 @@ struct Server {
     builder: auto::Builder<TokioExecutor>,
     permits: Arc<Semaphore>,
     conns: Arc<Conns>,
+    /// Where connections are served; none: the current runtime.
+    shards: Vec<Handle>,
+    /// Open connections per shard.
+    load: Box<[AtomicUsize]>,
     _drain: mpsc::Sender<()>,
 }
 
-/// Starts an accept loop per listener on each shard (the current runtime if
-/// `shards` is empty); the returned handle waits for the connections to
-/// finish after [`Shared::stop`].
+/// Starts an accept loop per listener on the current runtime, serving on
+/// `shards` (on the current runtime too if there are none); the returned
+/// handle waits for the connections to finish after [`Shared::stop`].
 pub fn start(listeners: Vec<TcpListener>, shared: &Arc<Shared>, shards: &[Handle]) -> io::Result<Drain> {
     let (drain, rx) = mpsc::channel(1);
     let conns = Arc::new(Conns::default());
@@ -61,6 +67,8 @@ pub fn start(listeners: Vec<TcpListener>, shared: &Arc<Shared>, shards: &[Handle
         builder: limits::http_builder(&shared.config.limits),
         permits: Arc::new(Semaphore::new(shared.config.limits.max_connections)),
         conns: conns.clone(),
+        shards: shards.to_vec(),
+        load: (0..shards.len().max(1)).map(|_| AtomicUsize::new(0)).collect(),
         _drain: drain,
     });
     let stopping = shared.clone();
@@ -68,19 +76,8 @@ pub fn start(listeners: Vec<TcpListener>, shared: &Arc<Shared>, shards: &[Handle
         stopping.stopped().await;
         conns.stop_all();
     });
-    let here = [Handle::current()];
-    let shards = if shards.is_empty() { &here[..] } else { shards };
     for l in listeners {
-        let l = l.into_std()?;
-        for shard in shards {
-            let (l, server) = (l.try_clone()?, server.clone());
-            shard.spawn(async move {
-                match TcpListener::from_std(l) {
-                    Ok(l) => accept_loop(l, server).await,
-                    Err(e) => tracing::error!(error = %e, "cannot accept on a shard"),
-                }
-            });
-        }
+        tokio::spawn(accept_loop(l, server.clone()));
     }
     Ok(Drain { rx })
 }
@@ -92,7 +89,8 @@ async fn accept_loop(listener: TcpListener, server: Arc<Server>) {
             a = listener.accept() => a,
             _ = shared.stopped() => return,
         };
-        let (stream, peer) = match accepted {
+        // Registered with this runtime by `accept`: moved to its shard's.
+        let (stream, peer) = match accepted.and_then(|(s, peer)| Ok((s.into_std()?, peer))) {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
@@ -106,19 +104,48 @@ async fn accept_loop(listener: TcpListener, server: Arc<Server>) {
             p = server.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
             _ = shared.stopped() => return,
         };
-        let local_port = stream.local_addr().map_or(shared.port, |a| a.port());
-        let cx = Arc::new(ConnCtx {
-            shared: shared.clone(),
-            forwarded: crate::headers::Forwarded::new(peer, local_port),
-            activity: Activity::new(),
-            _permit: Some(permit),
-        });
-        let span = tracing::debug_span!("conn", %peer);
-        tokio::spawn(serve_conn(stream, peer, cx, server.clone()).instrument(span));
+        hand_off(&server, stream, peer, permit);
     }
 }
 
-async fn serve_conn(stream: TcpStream, peer: SocketAddr, cx: Arc<ConnCtx>, server: Arc<Server>) {
+/// Serves a connection on the shard with the fewest open ones.
+fn hand_off(server: &Arc<Server>, stream: std::net::TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit) {
+    let shared = &server.shared;
+    let (i, _) =
+        server.load.iter().enumerate().min_by_key(|(_, n)| n.load(Ordering::Relaxed)).unwrap_or((0, &server.load[0]));
+    server.load[i].fetch_add(1, Ordering::Relaxed);
+    let local_port = stream.local_addr().map_or(shared.port, |a| a.port());
+    let cx = Arc::new(ConnCtx {
+        shared: shared.clone(),
+        forwarded: crate::headers::Forwarded::new(peer, local_port),
+        activity: Activity::new(),
+        _permit: Some(permit),
+    });
+    let srv = server.clone();
+    let task = async move {
+        let _load = Load(&srv.load[i]);
+        match TcpStream::from_std(stream) {
+            Ok(stream) => serve_conn(stream, peer, cx, &srv).await,
+            Err(e) => tracing::warn!(error = %e, "cannot serve a connection"),
+        }
+    }
+    .instrument(tracing::debug_span!("conn", %peer));
+    match server.shards.get(i) {
+        Some(shard) => drop(shard.spawn(task)),
+        None => drop(tokio::spawn(task)),
+    }
+}
+
+/// A connection counted in its shard's load while it lives.
+struct Load<'a>(&'a AtomicUsize);
+
+impl Drop for Load<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn serve_conn(stream: TcpStream, peer: SocketAddr, cx: Arc<ConnCtx>, server: &Server) {
     let _ = stream.set_nodelay(true);
     let limit = cx.shared.config.limits.header_read_timeout;
     if !limits::first_byte(&stream, limit).await {
