@@ -1,7 +1,9 @@
 //! The one response body type of the HTTP side: an app's streamed body, or a
 //! small one the router wrote itself. An app's body carries the connection it
 //! came on, and hands it back to the pool the moment the body has been read
-//! to its end — with no task per request in the common case.
+//! to its end — with no task per request in the common case. A body sent to
+//! a client also carries the request's [`Busy`] mark, so the connection
+//! counts as idle again (see `limits`) only once the response has gone out.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -11,20 +13,52 @@ use bytes::Bytes;
 use http_body_util::{Either, Full};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 
+use crate::limits::Busy;
 use crate::pool::{self, Sender, Upstream};
 
-/// A response body: streamed from an app, or the router's own.
-pub type Body = Either<AppBody, Full<Bytes>>;
+pin_project_lite::pin_project! {
+    /// A response body: streamed from an app, or the router's own.
+    pub struct Body {
+        #[pin]
+        inner: Either<AppBody, Full<Bytes>>,
+        busy: Option<Busy>,
+    }
+}
 
 /// A body the router wrote.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Either::Right(Full::new(bytes.into()))
+    Body { inner: Either::Right(Full::new(bytes.into())), busy: None }
 }
 
 /// An app's body, passed through frame by frame; `conn` (if any) goes back
 /// to `upstream`'s pool once the body has ended.
 pub fn stream(inner: Incoming, conn: Option<(Arc<Upstream>, Sender)>) -> Body {
-    Either::Left(AppBody { inner, conn })
+    Body { inner: Either::Left(AppBody { inner, conn }), busy: None }
+}
+
+impl Body {
+    /// Keeps `busy` until the body is dropped (sent, or abandoned).
+    pub fn holding(mut self, busy: Busy) -> Body {
+        self.busy = Some(busy);
+        self
+    }
+}
+
+impl HttpBody for Body {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 pin_project_lite::pin_project! {

@@ -44,7 +44,7 @@ pub fn hops(headers: &HeaderMap) -> u32 {
 
 /// Removes hop-by-hop headers; keeps `Connection: upgrade` + `Upgrade` when `upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    if headers.contains_key(header::CONNECTION) {
+    if headers.contains_key(header::CONNECTION) && !names_only_standard(headers) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
@@ -57,33 +57,81 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
             headers.remove(n);
         }
     }
-    for n in &HOP_BY_HOP {
-        headers.remove(n);
+    // One pass over the names instead of a hashed removal per listed header:
+    // most messages carry none of them, or only `Connection`.
+    if headers.keys().any(|k| HOP_BY_HOP.contains(k) || k == header::UPGRADE) {
+        for n in &HOP_BY_HOP {
+            headers.remove(n);
+        }
+        if !upgrade {
+            headers.remove(header::UPGRADE);
+        }
     }
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
     }
 }
 
+/// What one client connection contributes to `X-Forwarded-*`, rendered
+/// once when it is accepted rather than on every request.
+#[derive(Clone, Debug)]
+pub struct Forwarded {
+    /// The peer's address (an IPv4-mapped one as plain IPv4).
+    ip: HeaderValue,
+    /// The router port the client connected to.
+    port: HeaderValue,
+}
+
+impl Forwarded {
+    pub fn new(peer: SocketAddr, local_port: u16) -> Forwarded {
+        let ip = peer.ip().to_canonical().to_string();
+        let ip = HeaderValue::try_from(ip).unwrap_or(HeaderValue::from_static("unknown"));
+        Forwarded { ip, port: HeaderValue::from(local_port) }
+    }
+}
+
+/// `x-agentfs-hops` values after a pass: requests with `MAX_HOPS` or more
+/// never get here.
+const HOP_VALUES: [HeaderValue; MAX_HOPS as usize + 1] = [
+    HeaderValue::from_static("1"),
+    HeaderValue::from_static("2"),
+    HeaderValue::from_static("3"),
+    HeaderValue::from_static("4"),
+    HeaderValue::from_static("5"),
+    HeaderValue::from_static("6"),
+];
+
 /// Sets the headers an app behind the router is told: who asked, over what,
 /// for which host and port, and how many routers the request passed.
-pub fn set_forwarded(headers: &mut HeaderMap, peer: SocketAddr, host: &str, local_port: u16, hops: u32) {
-    let ip = peer.ip().to_canonical().to_string();
+pub fn set_forwarded(headers: &mut HeaderMap, conn: &Forwarded, host: &HeaderValue, hops: u32) {
+    headers.reserve(6); // grow once, not insert by insert
     let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
-        _ => ip,
+        Some(prev) if !prev.trim().is_empty() => {
+            HeaderValue::try_from(format!("{prev}, {}", conn.ip.to_str().unwrap_or_default())).ok()
+        }
+        _ => Some(conn.ip.clone()),
     };
-    if let Ok(v) = HeaderValue::try_from(xff) {
+    if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR, v);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    if let Ok(v) = HeaderValue::from_str(host) {
-        headers.insert(X_FORWARDED_HOST, v);
-    }
-    headers.insert(X_FORWARDED_PORT, HeaderValue::from(local_port));
-    headers.insert(HOPS, HeaderValue::from(hops + 1));
+    headers.insert(X_FORWARDED_HOST, host.clone());
+    headers.insert(X_FORWARDED_PORT, conn.port.clone());
+    let hops = HOP_VALUES.get(hops as usize).cloned().unwrap_or_else(|| HeaderValue::from(hops + 1));
+    headers.insert(HOPS, hops);
+}
+
+/// Whether `Connection` names only `keep-alive` and `upgrade` (the usual
+/// case, both ways): headers the rules below strip anyway, so the named
+/// headers need not be collected (which allocates).
+fn names_only_standard(headers: &HeaderMap) -> bool {
+    headers.get_all(header::CONNECTION).iter().all(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .map(str::trim)
+                .all(|t| t.is_empty() || t.eq_ignore_ascii_case("keep-alive") || t.eq_ignore_ascii_case("upgrade"))
+        })
+    })
 }
 
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {
@@ -124,6 +172,18 @@ mod tests {
     }
 
     #[test]
+    fn the_usual_connection_values_strip_the_same() {
+        let mut h =
+            map(&[("connection", "Keep-Alive, upgrade"), ("keep-alive", "timeout=5"), ("upgrade", "h2c"), ("x", "1")]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x"]);
+        let mut h = map(&[("connection", "upgrade"), ("upgrade", "websocket")]);
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.get("connection").unwrap(), "upgrade");
+        assert_eq!(h.get("upgrade").unwrap(), "websocket");
+    }
+
+    #[test]
     fn upgrade_keeps_upgrade() {
         let mut h = map(&[("connection", "Upgrade, x-a"), ("upgrade", "websocket"), ("x-a", "1")]);
         assert!(wants_upgrade(&h));
@@ -139,12 +199,19 @@ mod tests {
         let mut h = map(&[("x-forwarded-for", "10.0.0.1"), ("x-agentfs-hops", "2")]);
         assert_eq!(hops(&h), 2);
         let n = hops(&h);
-        set_forwarded(&mut h, "[::ffff:127.0.0.1]:5000".parse().unwrap(), "shop.localhost:7355", 7355, n);
+        let conn = Forwarded::new("[::ffff:127.0.0.1]:5000".parse().unwrap(), 7355);
+        set_forwarded(&mut h, &conn, &HeaderValue::from_static("shop.localhost:7355"), n);
         assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.1, 127.0.0.1");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
         assert_eq!(h.get("x-forwarded-host").unwrap(), "shop.localhost:7355");
         assert_eq!(h.get("x-forwarded-port").unwrap(), "7355");
         assert_eq!(h.get("x-agentfs-hops").unwrap(), "3");
         assert_eq!(hops(&map(&[("x-agentfs-hops", "junk")])), MAX_HOPS);
+        let mut fresh = HeaderMap::new();
+        set_forwarded(&mut fresh, &conn, &HeaderValue::from_static("shop.localhost"), 0);
+        assert_eq!(fresh.get("x-forwarded-for").unwrap(), "127.0.0.1");
+        assert_eq!(fresh.get("x-agentfs-hops").unwrap(), "1");
+        set_forwarded(&mut fresh, &conn, &HeaderValue::from_static("shop.localhost"), 9);
+        assert_eq!(fresh.get("x-agentfs-hops").unwrap(), "10");
     }
 }

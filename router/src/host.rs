@@ -3,8 +3,13 @@
 //! `agentfs.localhost` are the dashboard. Anything that is not `localhost` or
 //! under `.localhost` is misdirected (421): a page on another name that was
 //! DNS-rebound to 127.0.0.1 must never reach an app.
+//!
+//! Runs on every request, so it allocates nothing for a Host already in
+//! normal form (lowercase, no trailing dot): the name borrows the header.
 
-use agentfs_registry::routes::{HostError as NameError, normalize_host};
+use std::borrow::Cow;
+
+use agentfs_registry::names::MAX_LABEL;
 use agentfs_registry::runfile::parse_port;
 use http::Request;
 
@@ -24,8 +29,8 @@ pub enum HostError {
 
 /// A Host under `.localhost`, normalised (lowercase, no port, no trailing dot).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Host {
-    name: String,
+pub struct Host<'a> {
+    name: Cow<'a, str>,
 }
 
 /// What an app host addresses.
@@ -36,9 +41,9 @@ pub struct AppRef<'a> {
     pub port: Option<u16>,
 }
 
-impl Host {
+impl<'a> Host<'a> {
     /// Parses a Host header value (`name[:port]`).
-    pub fn parse(raw: &str) -> Result<Host, HostError> {
+    pub fn parse(raw: &'a str) -> Result<Host<'a>, HostError> {
         let raw = raw.trim();
         if raw.is_empty() {
             return Err(HostError::Missing);
@@ -51,15 +56,15 @@ impl Host {
             Some(_) => return Err(HostError::Malformed(raw.to_owned())),
             None => raw,
         };
-        match normalize_host(name) {
+        match normalize(name) {
             Ok(name) => Ok(Host { name }),
             Err(NameError::NotLocalhost) => Err(HostError::Misdirected(raw.to_owned())),
-            Err(_) => Err(HostError::Malformed(raw.to_owned())),
+            Err(NameError::BadLabel) => Err(HostError::Malformed(raw.to_owned())),
         }
     }
 
     /// The Host of a request: the `Host` header, else the URI's authority (h2).
-    pub fn of_request<B>(req: &Request<B>) -> Result<Host, HostError> {
+    pub fn of_request<B>(req: &'a Request<B>) -> Result<Host<'a>, HostError> {
         if let Some(h) = req.headers().get(http::header::HOST) {
             let s = h.to_str().map_err(|_| HostError::Malformed(String::from_utf8_lossy(h.as_bytes()).into()))?;
             return Host::parse(s);
@@ -82,9 +87,14 @@ impl Host {
     /// The app, instance and port this host names, if it follows the grammar.
     pub fn app_ref(&self) -> Option<AppRef<'_>> {
         let rest = self.name.strip_suffix(".localhost")?;
-        let labels: Vec<&str> = rest.split('.').collect();
+        let mut labels = [""; 3];
+        let mut n = 0;
+        for label in rest.split('.') {
+            *labels.get_mut(n)? = label;
+            n += 1;
+        }
         let is_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-        let (port, instance, app) = match labels.as_slice() {
+        let (port, instance, app) = match &labels[..n] {
             [app] => (None, None, *app),
             [first, app] if is_digits(first) => (Some(parse_port(first)?), None, *app),
             [instance, app] => (None, Some(*instance), *app),
@@ -96,6 +106,34 @@ impl Host {
         }
         Some(AppRef { app, instance, port })
     }
+}
+
+/// Why a name is not one of ours.
+enum NameError {
+    NotLocalhost,
+    BadLabel,
+}
+
+/// `agentfs_registry::routes::normalize_host`'s rules (lowercase, one
+/// trailing dot dropped, `localhost` or under `.localhost`, every label a
+/// valid DNS label), borrowing when the name is already in normal form.
+fn normalize(host: &str) -> Result<Cow<'_, str>, NameError> {
+    let h = host.strip_suffix('.').unwrap_or(host);
+    let h =
+        if h.bytes().any(|b| b.is_ascii_uppercase()) { Cow::Owned(h.to_ascii_lowercase()) } else { Cow::Borrowed(h) };
+    if h != "localhost" && !h.ends_with(".localhost") {
+        return Err(NameError::NotLocalhost);
+    }
+    if !h.split('.').all(valid_label) {
+        return Err(NameError::BadLabel);
+    }
+    Ok(h)
+}
+
+/// `agentfs_registry::Label::parse`'s rule, without building a label.
+fn valid_label(s: &str) -> bool {
+    let ok_chars = s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    !s.is_empty() && s.len() <= MAX_LABEL && ok_chars && !s.starts_with('-') && !s.ends_with('-')
 }
 
 #[cfg(test)]
@@ -139,6 +177,43 @@ mod tests {
         assert!(matches!(Host::parse("shop.localhost:x"), Err(HostError::Malformed(_))));
         assert!(matches!(Host::parse("a_b.localhost"), Err(HostError::Malformed(_))));
         assert!(matches!(Host::parse(""), Err(HostError::Missing)));
+    }
+
+    #[test]
+    fn same_rules_as_the_registry() {
+        use agentfs_registry::routes::{HostError as RegistryError, normalize_host};
+        let long = format!("{}.localhost", "a".repeat(64));
+        let names = [
+            "localhost",
+            "LOCALHOST.",
+            "shop.localhost",
+            "Feat.Shop.LocalHost",
+            "feat.shop.localhost.",
+            "a-b.localhost",
+            "-a.localhost",
+            "a-.localhost",
+            "a_b.localhost",
+            "a..localhost",
+            ".localhost",
+            "localhost..",
+            "x.localhostx",
+            "évil.localhost",
+            "8080.x.localhost",
+            "",
+            ".",
+            "example.com",
+            &long,
+            "a.b.c.d.localhost",
+        ];
+        for name in names {
+            let ours = normalize(name);
+            match normalize_host(name) {
+                Ok(n) => assert_eq!(ours.ok().as_deref(), Some(n.as_str()), "{name:?}"),
+                Err(RegistryError::NotLocalhost) => assert!(matches!(ours, Err(NameError::NotLocalhost)), "{name:?}"),
+                Err(_) => assert!(matches!(ours, Err(NameError::BadLabel)), "{name:?}"),
+            }
+        }
+        assert!(matches!(normalize("shop.localhost"), Ok(Cow::Borrowed(_))), "no copy for a normal name");
     }
 
     #[test]

@@ -15,7 +15,8 @@
 //! router's own 4xx/5xx), `dashboard` and `body`.
 //!
 //! Around it: `discovery` (scan, watch, sweep) with `pidwatch` (process
-//! exits), `server` (accept loops, graceful drain), `listen` (addresses),
+//! exits), `server` (accept loops, graceful drain) on `shards` (a
+//! single-threaded runtime per CPU), `listen` (addresses),
 //! `limits` (header size/time, connections), `mgmt` (the `router.sock` API),
 //! `state` (what the running parts share).
 #![forbid(unsafe_code)]
@@ -40,6 +41,7 @@ mod pidwatch;
 mod pool;
 mod proxy;
 mod server;
+mod shards;
 mod state;
 mod table;
 mod tunnel;

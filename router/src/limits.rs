@@ -2,12 +2,21 @@
 //! (431 beyond), header read time (slowloris connections are closed), and
 //! the open-connection count; plus the process's file-descriptor limit,
 //! raised so thousands of WebSockets fit.
+//!
+//! The header read time is kept here rather than by hyper, whose timer is
+//! armed and disarmed on every request (an allocation and two timer-wheel
+//! updates each): a connection is idle from the end of its last response,
+//! and one timer per connection, re-armed at most once per timeout period,
+//! closes it when no request head has arrived within the limit since.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use crate::config::Limits;
 
@@ -19,12 +28,81 @@ pub fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        .header_read_timeout(None::<Duration>)
         .max_buf_size(limits.max_header_bytes.max(MIN_BUF))
         .keep_alive(true);
     let list = u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX);
     b.http2().timer(TokioTimer::new()).max_header_list_size(list).keep_alive_interval(Duration::from_secs(30));
     b
+}
+
+/// Requests in flight on one client connection, and when the last ended.
+#[derive(Debug)]
+pub struct Activity {
+    since: Instant,
+    busy: AtomicU32,
+    /// Milliseconds after `since` at which the last response ended.
+    last_ms: AtomicU64,
+    /// HTTP/2: idle streams are not this limit's business.
+    h2: AtomicBool,
+}
+
+/// One request in flight; dropped when its response has been sent (or abandoned).
+#[derive(Debug)]
+pub struct Busy(Arc<Activity>);
+
+impl Activity {
+    pub fn new() -> Arc<Activity> {
+        let a = Activity {
+            since: Instant::now(),
+            busy: AtomicU32::new(0),
+            last_ms: AtomicU64::new(0),
+            h2: AtomicBool::new(false),
+        };
+        Arc::new(a)
+    }
+
+    /// A request head has arrived.
+    pub fn begin(self: &Arc<Activity>, h2: bool) -> Busy {
+        if h2 {
+            self.h2.store(true, Ordering::Relaxed);
+        }
+        self.busy.fetch_add(1, Ordering::SeqCst);
+        Busy(self.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let a = &self.0;
+        let ms = u64::try_from(a.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        a.last_ms.store(ms, Ordering::SeqCst);
+        a.busy.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Resolves when an HTTP/1 connection has had no request in flight for
+/// `limit`: nothing sent since it was accepted, a head trickled too slowly,
+/// or an idle keep-alive connection. Never for HTTP/2.
+pub async fn idle_limit(a: &Activity, limit: Duration) {
+    let mut deadline = a.since + limit;
+    loop {
+        tokio::time::sleep_until(deadline).await;
+        if a.h2.load(Ordering::Relaxed) {
+            return std::future::pending().await;
+        }
+        let now = Instant::now();
+        if a.busy.load(Ordering::SeqCst) > 0 {
+            deadline = now + limit;
+            continue;
+        }
+        let idle_from = a.since + Duration::from_millis(a.last_ms.load(Ordering::SeqCst));
+        if now < idle_from + limit {
+            deadline = idle_from + limit;
+            continue;
+        }
+        return;
+    }
 }
 
 /// Waits for a new connection's first byte, at most `timeout`: a client that

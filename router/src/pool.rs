@@ -4,10 +4,17 @@
 //! hundred. A connection goes back to the pool only once hyper says it is
 //! ready for the next request (its response fully read), never while a body
 //! still streams.
+//!
+//! Idle connections are kept per shard (see `shards`): a connection's task
+//! runs on the shard that opened it, so a request is only ever sent on a
+//! connection of its own thread. Check-out takes the most recently used one
+//! (warm, least likely to have been closed by the app); check-in drops the
+//! oldest ones past their age. Both are O(1) and read the clock once.
 
+use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use agentfs_registry::Target;
@@ -18,11 +25,13 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tracing::Instrument;
 
+use crate::shards;
+
 /// Idle connections older than this are not reused: Node closes idle
 /// keep-alive connections after 5 s, and reusing one it is closing fails.
 const IDLE_MAX: Duration = Duration::from_secs(4);
-/// Idle connections kept per upstream.
-const IDLE_CAP: usize = 256;
+/// Idle connections kept per upstream and shard.
+const IDLE_CAP: usize = 512;
 
 /// A sender for requests to one upstream connection.
 pub type Sender = SendRequest<Incoming>;
@@ -48,31 +57,28 @@ impl ConnectError {
     }
 }
 
+/// Idle connections and when each went idle, oldest first.
+type Idle = VecDeque<(Sender, Instant)>;
+
 /// One place requests can go, with its idle connections.
 pub struct Upstream {
     pub target: Target,
     /// The discovered listener behind it; `None` for a static route.
     pub listener: Option<Listener>,
-    idle: Mutex<Vec<(Sender, Instant)>>,
+    /// Per shard.
+    idle: Box<[Mutex<Idle>]>,
     dead: AtomicBool,
 }
 
 impl Upstream {
     pub fn new(target: Target, listener: Option<Listener>) -> Arc<Upstream> {
-        Arc::new(Upstream { target, listener, idle: Mutex::new(Vec::new()), dead: AtomicBool::new(false) })
+        let idle = (0..shards::count()).map(|_| Mutex::default()).collect();
+        Arc::new(Upstream { target, listener, idle, dead: AtomicBool::new(false) })
     }
 
     /// Whether the last connect attempt found nothing listening.
     pub fn is_dead(&self) -> bool {
         self.dead.load(Ordering::Relaxed)
-    }
-
-    /// An idle connection if one is usable, else a new one.
-    pub async fn checkout(&self) -> Result<Sender, ConnectError> {
-        if let Some(tx) = self.pop_idle() {
-            return Ok(tx);
-        }
-        self.connect().await
     }
 
     /// A new connection, bypassing the idle ones.
@@ -85,10 +91,23 @@ impl Upstream {
         result
     }
 
-    fn pop_idle(&self) -> Option<Sender> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some((tx, since)) = idle.pop() {
-            if !tx.is_closed() && tx.is_ready() && since.elapsed() < IDLE_MAX {
+    /// This shard's idle connections.
+    fn idle(&self) -> MutexGuard<'_, Idle> {
+        let slot = &self.idle[shards::current() % self.idle.len()];
+        slot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// This shard's most recently used idle connection, if one is usable.
+    pub fn pop_idle(&self) -> Option<Sender> {
+        let mut idle = self.idle();
+        let mut now = None;
+        while let Some((tx, since)) = idle.pop_back() {
+            let now = *now.get_or_insert_with(Instant::now);
+            if now.saturating_duration_since(since) >= IDLE_MAX {
+                idle.clear(); // the rest are older still
+                return None;
+            }
+            if !tx.is_closed() && tx.is_ready() {
                 return Some(tx);
             }
         }
@@ -96,10 +115,16 @@ impl Upstream {
     }
 
     fn checkin(&self, tx: Sender) {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.retain(|(tx, since)| !tx.is_closed() && since.elapsed() < IDLE_MAX);
+        let now = Instant::now();
+        let mut idle = self.idle();
+        while idle
+            .front()
+            .is_some_and(|(tx, since)| tx.is_closed() || now.saturating_duration_since(*since) >= IDLE_MAX)
+        {
+            idle.pop_front();
+        }
         if idle.len() < IDLE_CAP {
-            idle.push((tx, Instant::now()));
+            idle.push_back((tx, now));
         }
     }
 }

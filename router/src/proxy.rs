@@ -5,7 +5,6 @@
 //! own answers; nothing here returns an error to hyper.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
@@ -16,6 +15,7 @@ use crate::answers::{Answer, Format};
 use crate::body::{self, Body};
 use crate::headers;
 use crate::host::{Host, HostError};
+use crate::limits::Activity;
 use crate::pool::{self, ConnectError, Upstream};
 use crate::state::Shared;
 use crate::table::{Lookup, ReplicaSet, Table};
@@ -24,24 +24,33 @@ use crate::{dashboard, tunnel};
 /// One client connection's context.
 pub struct ConnCtx {
     pub shared: Arc<Shared>,
-    pub peer: SocketAddr,
-    pub local_port: u16,
+    /// This connection's `X-Forwarded-For` entry and `X-Forwarded-Port`.
+    pub forwarded: headers::Forwarded,
+    /// Requests in flight, for the header timeout.
+    pub activity: Arc<Activity>,
     /// Held while the connection (or a tunnel made from it) lives.
     pub _permit: Option<OwnedSemaphorePermit>,
 }
 
-/// Serves one request from a client.
+/// Serves one request from a client. The connection counts as busy until
+/// the response has been sent.
 pub async fn handle(req: Request<Incoming>, cx: Arc<ConnCtx>) -> Result<Response<Body>, Infallible> {
-    let host = match Host::of_request(&req) {
-        Ok(h) => h,
-        Err(e) => return Ok(host_error(e, Format::of(req.headers()))),
+    let busy = cx.activity.begin(req.version() == Version::HTTP_2);
+    let res = route(req, cx).await;
+    Ok(res.map(|b| b.holding(busy)))
+}
+
+async fn route(req: Request<Incoming>, cx: Arc<ConnCtx>) -> Response<Body> {
+    let resolved = match Host::of_request(&req) {
+        Ok(host) => resolve(&cx.shared, &host, &req).await,
+        Err(e) => return host_error(e, Format::of(req.headers())),
     };
-    let set = match resolve(&cx.shared, &host, &req).await {
+    let set = match resolved {
         Resolved::Set(set) => set,
-        Resolved::Dashboard(table) => return Ok(dashboard::serve(&req, &table, &cx.shared)),
-        Resolved::Answer(res) => return Ok(res),
+        Resolved::Dashboard(table) => return dashboard::serve(&req, &table, &cx.shared),
+        Resolved::Answer(res) => return res,
     };
-    Ok(forward(req, &set, cx).await)
+    forward(req, &set, cx).await
 }
 
 enum Resolved {
@@ -55,25 +64,36 @@ enum Step {
     Wait { app: String, instance: Option<String>, wrapper_pid: u32 },
 }
 
-/// Phase 2: the route, waiting up to `start_wait` while a wrapper runs but
-/// its app has not listened yet.
-async fn resolve(shared: &Shared, host: &Host, req: &Request<Incoming>) -> Resolved {
+/// Phase 2: the route. The waiting is boxed: the common case keeps the
+/// request's future small (it is moved into place once per request).
+async fn resolve(shared: &Shared, host: &Host<'_>, req: &Request<Incoming>) -> Resolved {
+    match lookup(shared, host, req) {
+        Step::Done(r) => r,
+        Step::Wait { .. } => Box::pin(wait_for_start(shared, host, req)).await,
+    }
+}
+
+fn lookup(shared: &Shared, host: &Host<'_>, req: &Request<Incoming>) -> Step {
+    let table = shared.table();
+    match table.resolve(host) {
+        Lookup::Route(set) => Step::Done(Resolved::Set(set.clone())),
+        Lookup::Dashboard => Step::Done(Resolved::Dashboard(arc_swap::Guard::into_inner(table))),
+        Lookup::Unknown => Step::Done(Resolved::Answer(not_found(host, &table, req))),
+        Lookup::Starting(w) => Step::Wait {
+            app: w.app.to_string(),
+            instance: host.app_ref().and_then(|r| r.instance.map(str::to_owned)),
+            wrapper_pid: w.wrapper_pid,
+        },
+    }
+}
+
+/// The route, waiting up to `start_wait` while a wrapper runs but its app
+/// has not listened yet.
+async fn wait_for_start(shared: &Shared, host: &Host<'_>, req: &Request<Incoming>) -> Resolved {
     let mut changes: Option<(tokio::sync::watch::Receiver<u64>, Waiting<'_>)> = None;
     let deadline = tokio::time::Instant::now() + shared.config.start_wait;
     loop {
-        let step = {
-            let table = shared.table();
-            match table.resolve(host) {
-                Lookup::Route(set) => Step::Done(Resolved::Set(set.clone())),
-                Lookup::Dashboard => Step::Done(Resolved::Dashboard(arc_swap::Guard::into_inner(table))),
-                Lookup::Unknown => Step::Done(Resolved::Answer(not_found(host, &table, req))),
-                Lookup::Starting(w) => Step::Wait {
-                    app: w.app.to_string(),
-                    instance: host.app_ref().and_then(|r| r.instance.map(str::to_owned)),
-                    wrapper_pid: w.wrapper_pid,
-                },
-            }
-        };
+        let step = lookup(shared, host, req);
         let (app, instance, wrapper_pid) = match step {
             Step::Done(r) => return r,
             Step::Wait { app, instance, wrapper_pid } => (app, instance, wrapper_pid),
@@ -111,17 +131,19 @@ impl Drop for Waiting<'_> {
 
 /// Phases 3 and 4: connect to a replica and forward.
 async fn forward(mut req: Request<Incoming>, set: &ReplicaSet, cx: Arc<ConnCtx>) -> Response<Body> {
-    let fmt = Format::of(req.headers());
     let hops = headers::hops(req.headers());
     if hops >= headers::MAX_HOPS {
         let message = format!("{} has passed through {hops} routers: a route points back at the router", set.what);
-        return Answer { status: StatusCode::LOOP_DETECTED, title: "loop detected", message, routes: None }.render(fmt);
+        return Answer { status: StatusCode::LOOP_DETECTED, title: "loop detected", message, routes: None }
+            .render(Format::of(req.headers()));
     }
     if req.method() == Method::CONNECT {
         let message = "the agentfs router is not a forward proxy".to_owned();
         return Answer { status: StatusCode::METHOD_NOT_ALLOWED, title: "CONNECT not allowed", message, routes: None }
-            .render(fmt);
+            .render(Format::of(req.headers()));
     }
+    // Only needed if every replica fails: the request is gone by then.
+    let fmt = Format::of(req.headers());
     let upgrade = req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     prepare(&mut req, &cx, hops, upgrade);
@@ -166,7 +188,7 @@ fn prepare(req: &mut Request<Incoming>, cx: &ConnCtx, hops: u32, upgrade: bool) 
     *req.version_mut() = Version::HTTP_11;
     let h = req.headers_mut();
     headers::strip_hop_by_hop(h, upgrade);
-    headers::set_forwarded(h, cx.peer, host_value.to_str().unwrap_or(""), cx.local_port, hops);
+    headers::set_forwarded(h, &cx.forwarded, &host_value, hops);
     h.insert(header::HOST, host_value);
 }
 
@@ -186,7 +208,11 @@ type Sent = (Response<Incoming>, Option<(Arc<Upstream>, pool::Sender)>);
 async fn send(up: &Arc<Upstream>, mut req: Request<Incoming>) -> Result<Sent, SendError> {
     let mut fresh = false;
     loop {
-        let tx = if fresh { up.connect().await } else { up.checkout().await };
+        // Connecting is boxed: the pooled case keeps this future small.
+        let tx = match (!fresh).then(|| up.pop_idle()).flatten() {
+            Some(tx) => Ok(tx),
+            None => Box::pin(up.connect()).await,
+        };
         let mut tx = match tx {
             Ok(tx) => tx,
             Err(e) => return Err(SendError::Connect(e, req)),
@@ -240,7 +266,7 @@ fn host_error(e: HostError, fmt: Format) -> Response<Body> {
     Answer { status, title, message, routes: None }.render(fmt)
 }
 
-fn not_found(host: &Host, table: &Table, req: &Request<Incoming>) -> Response<Body> {
+fn not_found(host: &Host<'_>, table: &Table, req: &Request<Incoming>) -> Response<Body> {
     let message = format!("no running app answers to {}", host.name());
     Answer { status: StatusCode::NOT_FOUND, title: "unknown host", message, routes: Some(table.view()) }
         .render(Format::of(req.headers()))

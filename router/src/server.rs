@@ -1,25 +1,36 @@
-//! Accepting clients: one accept loop per listener, a span and a task per
-//! connection, HTTP/1.1 or h2c chosen by the client's first bytes. On stop
+//! Accepting clients: one accept loop per listener on the main thread hands
+//! each connection to the least loaded shard (see `shards`), where a span
+//! and a task serve it to the end, HTTP/1.1 or h2c chosen by the client's
+//! first bytes. (Shards accepting for themselves from a shared socket let one
+//! shard take a whole burst of connections while the other slept.) On stop
 //! the loops end and drop their listeners (new connections are refused)
 //! while accepted connections finish their requests (graceful shutdown:
 //! idle keep-alive connections close, busy ones close after their response).
+//!
+//! A connection learns of the stop through a oneshot of its own (`Conns`),
+//! not by polling the shared stop signal on every wake-up, which would take
+//! a lock per request.
 
+use std::collections::HashMap;
+use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::runtime::Handle;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tracing::Instrument;
 
-use crate::limits;
+use crate::limits::{self, Activity};
 use crate::proxy::{self, ConnCtx};
 use crate::state::Shared;
 
-/// Open connections, for draining: each holds a sender; the receiver sees
-/// the channel close when the last one ends.
+/// Open connections, for draining: the receiver sees the channel close when
+/// the last accept loop and connection have ended.
 pub struct Drain {
     rx: mpsc::Receiver<()>,
 }
@@ -31,34 +42,55 @@ impl Drain {
     }
 }
 
-type Watcher = mpsc::Sender<()>;
-
-/// Starts an accept loop per listener; the returned handle waits for the
-/// connections to finish after [`Shared::stop`].
-pub fn start(listeners: Vec<TcpListener>, shared: &Arc<Shared>) -> Drain {
-    let (watcher, rx) = mpsc::channel(1);
-    let builder = Arc::new(limits::http_builder(&shared.config.limits));
-    let permits = Arc::new(Semaphore::new(shared.config.limits.max_connections));
-    for l in listeners {
-        let task = accept_loop(l, shared.clone(), builder.clone(), permits.clone(), watcher.clone());
-        tokio::spawn(task);
-    }
-    Drain { rx }
+/// What the accept loops and connections share; the last one to end drops
+/// the drain sender.
+struct Server {
+    shared: Arc<Shared>,
+    builder: auto::Builder<TokioExecutor>,
+    permits: Arc<Semaphore>,
+    conns: Arc<Conns>,
+    /// Where connections are served; none: the current runtime.
+    shards: Vec<Handle>,
+    /// Open connections per shard.
+    load: Box<[AtomicUsize]>,
+    _drain: mpsc::Sender<()>,
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    permits: Arc<Semaphore>,
-    watcher: Watcher,
-) {
+/// Starts an accept loop per listener on the current runtime, serving on
+/// `shards` (on the current runtime too if there are none); the returned
+/// handle waits for the connections to finish after [`Shared::stop`].
+pub fn start(listeners: Vec<TcpListener>, shared: &Arc<Shared>, shards: &[Handle]) -> io::Result<Drain> {
+    let (drain, rx) = mpsc::channel(1);
+    let conns = Arc::new(Conns::default());
+    let server = Arc::new(Server {
+        shared: shared.clone(),
+        builder: limits::http_builder(&shared.config.limits),
+        permits: Arc::new(Semaphore::new(shared.config.limits.max_connections)),
+        conns: conns.clone(),
+        shards: shards.to_vec(),
+        load: (0..shards.len().max(1)).map(|_| AtomicUsize::new(0)).collect(),
+        _drain: drain,
+    });
+    let stopping = shared.clone();
+    tokio::spawn(async move {
+        stopping.stopped().await;
+        conns.stop_all();
+    });
+    for l in listeners {
+        tokio::spawn(accept_loop(l, server.clone()));
+    }
+    Ok(Drain { rx })
+}
+
+async fn accept_loop(listener: TcpListener, server: Arc<Server>) {
+    let shared = &server.shared;
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = shared.stopped() => return,
         };
-        let (stream, peer) = match accepted {
+        // Registered with this runtime by `accept`: moved to its shard's.
+        let (stream, peer) = match accepted.and_then(|(s, peer)| Ok((s.into_std()?, peer))) {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
@@ -69,40 +101,127 @@ async fn accept_loop(
         // At the limit, this connection waits for a slot and nothing more is
         // accepted meanwhile: the rest wait in the kernel's backlog.
         let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            p = server.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
             _ = shared.stopped() => return,
         };
-        let local_port = stream.local_addr().map_or(shared.port, |a| a.port());
-        let cx = Arc::new(ConnCtx { shared: shared.clone(), peer, local_port, _permit: Some(permit) });
-        let span = tracing::debug_span!("conn", %peer);
-        tokio::spawn(serve_conn(stream, peer, cx, builder.clone(), watcher.clone()).instrument(span));
+        hand_off(&server, stream, peer, permit);
     }
 }
 
-async fn serve_conn(
-    stream: TcpStream,
-    peer: SocketAddr,
-    cx: Arc<ConnCtx>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    watcher: Watcher,
-) {
+/// Serves a connection on the shard with the fewest open ones.
+fn hand_off(server: &Arc<Server>, stream: std::net::TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit) {
+    let shared = &server.shared;
+    let (i, _) =
+        server.load.iter().enumerate().min_by_key(|(_, n)| n.load(Ordering::Relaxed)).unwrap_or((0, &server.load[0]));
+    server.load[i].fetch_add(1, Ordering::Relaxed);
+    let local_port = stream.local_addr().map_or(shared.port, |a| a.port());
+    let cx = Arc::new(ConnCtx {
+        shared: shared.clone(),
+        forwarded: crate::headers::Forwarded::new(peer, local_port),
+        activity: Activity::new(),
+        _permit: Some(permit),
+    });
+    let srv = server.clone();
+    let task = async move {
+        let _load = Load(&srv.load[i]);
+        match TcpStream::from_std(stream) {
+            Ok(stream) => serve_conn(stream, peer, cx, &srv).await,
+            Err(e) => tracing::warn!(error = %e, "cannot serve a connection"),
+        }
+    }
+    .instrument(tracing::debug_span!("conn", %peer));
+    match server.shards.get(i) {
+        Some(shard) => drop(shard.spawn(task)),
+        None => drop(tokio::spawn(task)),
+    }
+}
+
+/// A connection counted in its shard's load while it lives.
+struct Load<'a>(&'a AtomicUsize);
+
+impl Drop for Load<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn serve_conn(stream: TcpStream, peer: SocketAddr, cx: Arc<ConnCtx>, server: &Server) {
     let _ = stream.set_nodelay(true);
-    if !limits::first_byte(&stream, cx.shared.config.limits.header_read_timeout).await {
+    let limit = cx.shared.config.limits.header_read_timeout;
+    if !limits::first_byte(&stream, limit).await {
         return tracing::debug!(%peer, "closed: nothing sent");
     }
     let svc_cx = cx.clone();
     let service = service_fn(move |req| proxy::handle(req, svc_cx.clone()));
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    let conn = server.builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
+    let (_registered, stop) = Registered::new(&server.conns);
     let result = tokio::select! {
+        biased;
         r = conn.as_mut() => r,
-        _ = cx.shared.stopped() => {
+        _ = stop => {
             conn.as_mut().graceful_shutdown();
             conn.await
+        }
+        _ = limits::idle_limit(&cx.activity, limit) => {
+            return tracing::debug!(%peer, "closed: no request head within the header timeout");
         }
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, "connection ended");
     }
-    drop(watcher);
+}
+
+/// The stop signals of open connections.
+#[derive(Default)]
+struct Conns {
+    inner: Mutex<ConnsInner>,
+}
+
+#[derive(Default)]
+struct ConnsInner {
+    stopping: bool,
+    next: u64,
+    open: HashMap<u64, oneshot::Sender<()>>,
+}
+
+impl Conns {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ConnsInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Signals every open connection, and any registered later, to stop.
+    fn stop_all(&self) {
+        let mut inner = self.lock();
+        inner.stopping = true;
+        for (_, tx) in inner.open.drain() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A connection's place in [`Conns`], left when dropped.
+struct Registered<'a> {
+    conns: &'a Conns,
+    id: u64,
+}
+
+impl<'a> Registered<'a> {
+    /// The receiver resolves on stop (at once if the router is stopping already).
+    fn new(conns: &'a Conns) -> (Registered<'a>, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        let mut inner = conns.lock();
+        let id = inner.next;
+        inner.next += 1;
+        if !inner.stopping {
+            inner.open.insert(id, tx);
+        }
+        (Registered { conns, id }, rx)
+    }
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.conns.lock().open.remove(&self.id);
+    }
 }

@@ -49,6 +49,19 @@ struct InstanceRoutes {
 struct AppRoutes {
     /// Default (earliest-started) first.
     instances: Vec<InstanceRoutes>,
+    /// Instance label → index in `instances`: one hash lookup per request
+    /// however many instances an app has.
+    by_label: HashMap<String, usize>,
+}
+
+impl AppRoutes {
+    fn new(instances: Vec<InstanceRoutes>) -> AppRoutes {
+        let mut by_label = HashMap::with_capacity(instances.len());
+        for (n, i) in instances.iter().enumerate() {
+            by_label.entry(i.label.as_str().to_owned()).or_insert(n);
+        }
+        AppRoutes { instances, by_label }
+    }
 }
 
 /// What a host resolves to.
@@ -108,7 +121,7 @@ impl Table {
         }
         for (app, a) in model::group(listeners) {
             let instances = a.instances.iter().map(|i| instance_routes(i, &mut reuse)).collect();
-            t.apps.insert(app.as_str().to_owned(), AppRoutes { instances });
+            t.apps.insert(app.as_str().to_owned(), AppRoutes::new(instances));
         }
         t.starting.retain(|w| {
             let listening =
@@ -127,7 +140,7 @@ impl Table {
     }
 
     /// Resolves a host: static routes first (exact), then the dashboard, then the grammar.
-    pub fn resolve(&self, host: &Host) -> Lookup<'_> {
+    pub fn resolve(&self, host: &Host<'_>) -> Lookup<'_> {
         if let Some(set) = self.statics.get(host.name()) {
             return Lookup::Route(set);
         }
@@ -137,7 +150,7 @@ impl Table {
         let Some(r) = host.app_ref() else { return Lookup::Unknown };
         let inst = self.apps.get(r.app).and_then(|a| match r.instance {
             None => a.instances.first(),
-            Some(label) => a.instances.iter().find(|i| i.label.as_str() == label),
+            Some(label) => a.by_label.get(label).and_then(|&n| a.instances.get(n)),
         });
         if let Some(set) = inst.and_then(|i| i.ports.get(&r.port.unwrap_or(i.primary_port))) {
             return Lookup::Route(set);

@@ -107,3 +107,32 @@ async fn connections_beyond_the_limit_wait_for_a_free_slot() {
     drop(idle2);
     r.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout_counted_from_its_last_response() {
+    let env = Env::new("idle");
+    let a = app::start(&env.home, Spec::new("shop", "main", 3000, 1)).await;
+    let mut config = env.config();
+    config.limits.header_read_timeout = Duration::from_secs(2);
+    let r = Router::start(config).await;
+
+    let mut conn = TcpStream::connect(("127.0.0.1", r.port)).await.unwrap();
+    let request = b"GET / HTTP/1.1\r\nhost: shop.localhost\r\n\r\n";
+    let mut buf = vec![0u8; 64 * 1024];
+    // Requests 1.5 s apart: each one restarts the idle time, so the
+    // connection outlives the timeout while it is used.
+    for _ in 0..2 {
+        conn.write_all(request).await.unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf)).await.unwrap().unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"), "served");
+        // Waiting is what is tested: less than the timeout between requests.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    let idle_from = Instant::now();
+    let read = tokio::time::timeout(Duration::from_secs(6), conn.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "closed once idle: {read:?}");
+    let idle = idle_from.elapsed() + Duration::from_millis(1500);
+    assert!(idle >= Duration::from_millis(1900) && idle < Duration::from_secs(5), "idle {idle:?} before closing");
+    assert_eq!(a.ctl.hits.load(std::sync::atomic::Ordering::SeqCst), 2);
+    r.stop().await.unwrap();
+}
