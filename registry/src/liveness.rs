@@ -1,5 +1,7 @@
 //! Is a process still there? The registry's only notion of liveness: a pid
-//! that `kill(pid, 0)` can reach (or that exists but is not ours to signal).
+//! that `kill(pid, 0)` can reach (or that exists but is not ours to signal),
+//! and, on Linux, is not a zombie (a killed app its parent has not reaped
+//! yet no longer serves anything).
 
 use rustix::io::Errno;
 use rustix::process::{Pid, test_kill_process};
@@ -10,10 +12,21 @@ pub fn pid_alive(pid: u32) -> bool {
     let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
         return false;
     };
-    match test_kill_process(pid) {
+    let exists = match test_kill_process(pid) {
         Ok(()) => true,
         Err(e) => e == Errno::PERM,
+    };
+    exists && !is_zombie(pid.as_raw_pid())
+}
+
+/// `Z` in `/proc/<pid>/stat` (Linux; elsewhere never).
+fn is_zombie(pid: i32) -> bool {
+    if !cfg!(target_os = "linux") {
+        return false;
     }
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    // The state follows the command name, which is in parentheses and may contain spaces.
+    stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()) == Some("Z")
 }
 
 /// Milliseconds since the Unix epoch.
@@ -26,6 +39,20 @@ pub fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn an_unreaped_child_is_not_alive() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !is_zombie(pid as i32) {
+            assert!(std::time::Instant::now() < deadline, "the child never became a zombie");
+            std::thread::yield_now();
+        }
+        assert!(!pid_alive(pid), "exited but not reaped");
+        child.wait().unwrap();
+    }
 
     #[test]
     fn own_pid_is_alive_and_reaped_child_is_not() {
