@@ -314,3 +314,20 @@ pub struct Finished {
     pub stdout: String,
     pub stderr: String,
 }
+
+/// `agentfs wrap ARGS` in `dir`, running in the background.
+pub fn wrap_in(env: &Env, dir: &Path, args: &[&str]) -> Proc {
+    let mut all = vec!["wrap"];
+    all.extend_from_slice(args);
+    let mut cmd = env.agentfs(&all);
+    cmd.current_dir(dir);
+    Proc::spawn(cmd)
+}
+
+/// Waits until the process's stderr contains `needle`; returns it.
+pub fn wait_stderr(p: &Proc, needle: &str, timeout: Duration) -> String {
+    wait_for(&format!("{needle:?} on stderr"), timeout, || {
+        let e = p.stderr();
+        e.contains(needle).then_some(e)
+    })
+}

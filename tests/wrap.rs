@@ -1,0 +1,169 @@
+//! `agentfs wrap` behaving like the command it wraps: Ctrl-C at a terminal,
+//! SIGTERM, exit statuses, stdin, a killed wrapper; and coming up in order:
+//! requests held until the app listens, the banner only then, concurrent
+//! wraps, a router started from inside a wrapped app.
+
+mod support;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::*;
+
+const START: Duration = Duration::from_secs(30);
+
+/// Types Ctrl-C at a terminal running `agentfs wrap -- CMD` (through
+/// tests/fixtures/pty_run.py); returns its JSON report.
+fn ctrl_c(env: &Env, dir: &Path, cmd: &[&str]) -> Value {
+    let mut harness = Command::new("python3");
+    clean_env(&mut harness);
+    harness.current_dir(dir).arg(fixture("pty_run.py")).arg("READY").arg("--").arg(agentfs());
+    harness.args(["wrap", "--name", "tty", "--instance", "main", "--"]).args(cmd);
+    harness.env("AGENTFS_HOME", env.home.path()).env("AGENTFS_HTTP_PORT", env.port.to_string());
+    let mut p = Proc::spawn(harness);
+    assert!(p.wait(Duration::from_secs(90)).success(), "{}", p.output());
+    serde_json::from_str(p.stdout().lines().last().unwrap()).unwrap()
+}
+
+#[test]
+fn ctrl_c_at_a_terminal_stops_app_and_wrapper_and_cleans_up() {
+    let env = Env::new("ctrlc");
+    let dir = TempDir::new("ctrlc");
+    let server = "import http.server as h; s = h.HTTPServer(('', 8000), h.SimpleHTTPRequestHandler); \
+        print('READY', flush=True); s.serve_forever()";
+    let r = ctrl_c(&env, dir.path(), &["python3", "-c", server]);
+    assert!(r["seconds"].as_f64().unwrap() < 2.0, "{r}");
+    assert_eq!(r["status"], 130, "128 + SIGINT: Python dies of an unhandled Ctrl-C: {r}");
+    let out = r["output"].as_str().unwrap();
+    assert_eq!(out.matches("KeyboardInterrupt").count(), 1, "Ctrl-C reached the app once: {out}");
+    wait_for("run/ to be empty", Duration::from_secs(2), || env.home.run_files().is_empty().then_some(()));
+
+    let graceful = "import signal, sys, time; signal.signal(signal.SIGINT, lambda *_: sys.exit(0)); \
+        print('READY', flush=True); time.sleep(60)";
+    let r = ctrl_c(&env, dir.path(), &["python3", "-c", graceful]);
+    assert_eq!(r["status"], 0, "an app that exits 0 on Ctrl-C: {r}");
+}
+
+#[test]
+fn sigterm_to_the_wrapper_stops_the_app_and_cleans_up() {
+    let env = Env::new("sigterm");
+    let dir = TempDir::new("sigterm");
+    let mut app =
+        wrap_in(&env, dir.path(), &["--name", "t", "--instance", "main", "--", "python3", "-m", "http.server", "8000"]);
+    wait_stderr(&app, "agentfs: t (main) →", START);
+    assert!(!env.home.run_files().is_empty());
+    let sent = Instant::now();
+    app.signal(libc::SIGTERM);
+    let status = app.wait(Duration::from_secs(5));
+    assert!(sent.elapsed() < Duration::from_secs(2), "{:?}", sent.elapsed());
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!((status.code(), status.signal()), (Some(128 + libc::SIGTERM), None), "{}", app.output());
+    assert!(env.home.run_files().is_empty(), "{:?}", env.home.run_files());
+}
+
+#[test]
+fn exit_statuses_pass_through() {
+    let env = Env::new("status");
+    let r = env.run(&["wrap", "--no-router", "--name", "s", "--", "sh", "-c", "exit 7"]);
+    assert_eq!(r.code, Some(7), "{r:?}");
+    let r = env.run(&["wrap", "--no-router", "--name", "s", "--", "sh", "-c", "kill -9 $$"]);
+    assert_eq!(r.code, Some(137), "{r:?}");
+    let r = env.run(&["wrap", "--no-router", "--name", "s", "--", "no-such-program-xyz"]);
+    assert_eq!(r.code, Some(127), "{r:?}");
+    assert_eq!(r.stderr.lines().count(), 1, "{r:?}");
+    assert!(r.stderr.contains("cannot run no-such-program-xyz"), "{r:?}");
+    assert!(env.router_pid().is_none(), "--no-router started nothing");
+}
+
+#[test]
+fn the_wrapped_program_reads_the_wrappers_stdin() {
+    let env = Env::new("stdin");
+    let mut cmd = env.agentfs(&[
+        "wrap",
+        "--no-router",
+        "--name",
+        "s",
+        "--",
+        "python3",
+        "-c",
+        "import sys; print(sys.stdin.read().upper())",
+    ]);
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(b"hello through the wrapper").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "HELLO THROUGH THE WRAPPER");
+}
+
+#[test]
+fn a_request_during_start_up_waits_for_the_app() {
+    let env = Env::new("early");
+    let dir = TempDir::new("early");
+    let slow = "import time, http.server as h; time.sleep(1.5); \
+        h.HTTPServer(('', 8000), h.SimpleHTTPRequestHandler).serve_forever()";
+    let _app = wrap_in(&env, dir.path(), &["--name", "slow", "--instance", "main", "--", "python3", "-c", slow]);
+    wait_for("the wrapper record", START, || {
+        env.home.run_files().iter().any(|f| f.starts_with("slow.main.wrapper-")).then_some(())
+    });
+    let asked = Instant::now();
+    let r = env.get("slow.localhost", "/").unwrap();
+    assert_eq!(r.status, 200, "held until the app listened, not 404/503: {r:?}");
+    assert!(asked.elapsed() >= Duration::from_millis(500), "it did wait: {:?}", asked.elapsed());
+}
+
+#[test]
+fn a_killed_wrapper_takes_its_command_down() {
+    let env = Env::new("orphan");
+    let dir = TempDir::new("orphan");
+    let app =
+        wrap_in(&env, dir.path(), &["--name", "o", "--instance", "main", "--", "python3", "-m", "http.server", "8000"]);
+    wait_stderr(&app, "agentfs: o (main) →", START);
+    let server = env.home.sidecar("o.main.8000")["pid"].as_u64().unwrap() as u32;
+    app.signal(libc::SIGKILL);
+    wait_for("the server to exit", Duration::from_secs(5), || {
+        (!std::path::Path::new(&format!("/proc/{server}")).exists()
+            || std::fs::read_to_string(format!("/proc/{server}/stat")).is_ok_and(|s| s.contains(") Z ")))
+        .then_some(())
+    });
+}
+
+#[test]
+fn the_banner_waits_until_the_app_listens() {
+    let env = Env::new("banner");
+    let dir = TempDir::new("banner");
+    let slow = "import socket, time; s = socket.socket(); s.bind(('127.0.0.1', 8000)); \
+        print('bound', flush=True); time.sleep(1.5); s.listen(); print('listening', flush=True); time.sleep(60)";
+    let mut app =
+        wrap_in(&env, dir.path(), &["--no-router", "--name", "b", "--instance", "main", "--", "python3", "-c", slow]);
+    app.wait_stdout("bound", START);
+    wait_stderr(&app, "agentfs: b (main) →", START);
+    assert!(app.stdout().contains("listening"), "banner printed before listen(): {}", app.output());
+    assert!(env.home.run().join("b.main.8000.json").exists());
+}
+
+#[test]
+fn a_router_started_from_inside_a_wrapped_app_listens_on_tcp() {
+    let env = Env::new("nested");
+    let mut cmd = env.agentfs(&["router", "start"]);
+    cmd.env("LD_PRELOAD", shim()).env("AGENTFS_APP", "shop").env("AGENTFS_INSTANCE", "main");
+    let mut p = Proc::spawn(cmd);
+    assert!(p.wait(START).success(), "{}", p.output());
+    assert_eq!(env.get("localhost", "/api/routes").unwrap().status, 200, "the router's own port is real TCP");
+    assert!(env.home.run_files().is_empty(), "{:?}", env.home.run_files());
+}
+
+#[test]
+fn wraps_started_together_take_different_instances() {
+    let env = Env::new("together");
+    let dir = TempDir::new("together");
+    let args = ["--no-router", "--name", "twin", "--instance", "same", "--", "python3", "-m", "http.server", "8000"];
+    let (a, b) = (wrap_in(&env, dir.path(), &args), wrap_in(&env, dir.path(), &args));
+    let (ea, eb) = (wait_stderr(&a, ") → ", START), wait_stderr(&b, ") → ", START));
+    let both = format!("{ea}{eb}");
+    assert!(both.contains("twin (same) →") && both.contains("twin (same-2) →"), "{both}");
+    assert!(!both.contains("Address already in use"), "{both}");
+}
