@@ -18,6 +18,8 @@
 # process it starts is ended by pid on exit, failure included.
 # Knobs: BENCH_ROUNDS (5), BENCH_SECS (5), BENCH_WS (5000), BENCH_WS_HOLD (30),
 # BENCH_PORT_BASE (28080), BENCH_OUT (BENCHMARKS.md).
+# BENCH_ONLY=proxy: only the proxy phase, its table printed to stdout and
+# BENCHMARKS.md left alone (for trying a change; the report needs a full run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -559,6 +561,12 @@ main() {
     BACKEND_SOCK=$RUN/bench.main.3000.sock
     write_configs
     start_all
+    if [ "${BENCH_ONLY:-}" = proxy ]; then
+        proxy_phase
+        proxy_table
+        proxy_checks
+        return
+    fi
     scale_phase
     proxy_phase
     shim_phase

@@ -48,16 +48,36 @@ pub struct Answer<'a> {
 impl Answer<'_> {
     /// The response in `fmt`.
     pub fn render(&self, fmt: Format) -> Response<Body> {
-        let (ctype, bytes) = match fmt {
-            Format::Json => ("application/json", self.json().into_bytes()),
-            Format::Html => ("text/html; charset=utf-8", self.html().into_bytes()),
-            Format::Text => ("text/plain; charset=utf-8", self.text().into_bytes()),
-        };
+        let (ctype, bytes) = self.body(fmt);
         let mut res = Response::new(full(bytes));
         *res.status_mut() = self.status;
         res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
         res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         res
+    }
+
+    /// The answer as a whole HTTP/1.1 response that closes the connection
+    /// (for the lean path, which writes bytes, not `Response`s).
+    pub fn to_http1(&self, fmt: Format) -> Vec<u8> {
+        let (ctype, body) = self.body(fmt);
+        let reason = self.status.canonical_reason().unwrap_or_default();
+        let mut out = format!(
+            "HTTP/1.1 {} {reason}\r\ncontent-type: {ctype}\r\ncache-control: no-store\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            self.status.as_u16(),
+            body.len()
+        )
+        .into_bytes();
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// Content type and bytes of the body in `fmt`.
+    fn body(&self, fmt: Format) -> (&'static str, Vec<u8>) {
+        match fmt {
+            Format::Json => ("application/json", self.json().into_bytes()),
+            Format::Html => ("text/html; charset=utf-8", self.html().into_bytes()),
+            Format::Text => ("text/plain; charset=utf-8", self.text().into_bytes()),
+        }
     }
 
     fn json(&self) -> String {

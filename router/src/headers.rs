@@ -88,6 +88,16 @@ impl Forwarded {
         let ip = HeaderValue::try_from(ip).unwrap_or(HeaderValue::from_static("unknown"));
         Forwarded { ip, port: HeaderValue::from(local_port) }
     }
+
+    /// The `X-Forwarded-For` entry, as bytes.
+    pub fn ip(&self) -> &[u8] {
+        self.ip.as_bytes()
+    }
+
+    /// The `X-Forwarded-Port` value, as bytes.
+    pub fn port(&self) -> &[u8] {
+        self.port.as_bytes()
+    }
 }
 
 /// `x-agentfs-hops` values after a pass: requests with `MAX_HOPS` or more

@@ -10,9 +10,12 @@
 //!
 //! The request path, one phase per module: `host` (parse the Host) →
 //! `table` (resolve; an atomically swapped route table) → `pool` (pooled
-//! upstream connections) → `proxy` (forward, stream) / `tunnel` (upgrades),
-//! with `headers` (hop-by-hop, X-Forwarded-*, hop count), `answers` (the
-//! router's own 4xx/5xx), `dashboard` and `body`.
+//! upstream connections over `stream`) → `proxy` (forward, stream) /
+//! `tunnel` (upgrades), with `headers` (hop-by-hop, X-Forwarded-*, hop
+//! count), `answers` (the router's own 4xx/5xx), `dashboard` and `body`.
+//! `lean` serves plain HTTP/1.1 requests through the same phases without
+//! hyper, and hands a connection to the path above at its first request
+//! that is anything else.
 //!
 //! Around it: `discovery` (scan, watch, sweep) with `pidwatch` (process
 //! exits), `server` (accept loops, graceful drain) on `shards` (a
@@ -33,6 +36,7 @@ mod dashboard;
 mod discovery;
 mod headers;
 mod host;
+mod lean;
 mod lifecycle;
 mod limits;
 mod listen;
@@ -43,6 +47,7 @@ mod proxy;
 mod server;
 mod shards;
 mod state;
+mod stream;
 mod table;
 mod tunnel;
 

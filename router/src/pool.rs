@@ -5,6 +5,9 @@
 //! ready for the next request (its response fully read), never while a body
 //! still streams.
 //!
+//! The lean path (see `lean`) keeps its own idle streams to each upstream
+//! beside hyper's: it speaks HTTP/1.1 on the bare stream.
+//!
 //! Idle connections are kept per shard (see `shards`): a connection's task
 //! runs on the shard that opened it, so a request is only ever sent on a
 //! connection of its own thread. Check-out takes the most recently used one
@@ -12,20 +15,20 @@
 //! oldest ones past their age. Both are O(1) and read the clock once.
 
 use std::collections::VecDeque;
-use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use agentfs_registry::Target;
 use agentfs_registry::scan::Listener;
-use agentfs_registry::sunpath::SockPath;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tracing::Instrument;
 
 use crate::shards;
+pub use crate::stream::ConnectError;
+use crate::stream::{self, AppStream};
 
 /// Idle connections older than this are not reused: Node closes idle
 /// keep-alive connections after 5 s, and reusing one it is closing fails.
@@ -36,44 +39,26 @@ const IDLE_CAP: usize = 512;
 /// A sender for requests to one upstream connection.
 pub type Sender = SendRequest<Incoming>;
 
-/// Why a new connection to an upstream could not be made.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    /// Nothing listens there (ECONNREFUSED) or the socket file is gone.
-    #[error("{0}")]
-    Gone(io::Error),
-    #[error("{0}")]
-    Io(io::Error),
-    #[error("HTTP handshake failed: {0}")]
-    Handshake(hyper::Error),
-}
-
-impl ConnectError {
-    fn from_io(e: io::Error) -> ConnectError {
-        match e.kind() {
-            io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound => ConnectError::Gone(e),
-            _ => ConnectError::Io(e),
-        }
-    }
-}
-
-/// Idle connections and when each went idle, oldest first.
-type Idle = VecDeque<(Sender, Instant)>;
+/// Idle connections and when each went idle, oldest first; per shard.
+type Idle<T> = Box<[Mutex<VecDeque<(T, Instant)>>]>;
 
 /// One place requests can go, with its idle connections.
 pub struct Upstream {
     pub target: Target,
     /// The discovered listener behind it; `None` for a static route.
     pub listener: Option<Listener>,
-    /// Per shard.
-    idle: Box<[Mutex<Idle>]>,
+    /// hyper connections, for the general path.
+    idle: Idle<Sender>,
+    /// Bare streams, for the lean path.
+    streams: Idle<AppStream>,
     dead: AtomicBool,
 }
 
 impl Upstream {
     pub fn new(target: Target, listener: Option<Listener>) -> Arc<Upstream> {
         let idle = (0..shards::count()).map(|_| Mutex::default()).collect();
-        Arc::new(Upstream { target, listener, idle, dead: AtomicBool::new(false) })
+        let streams = (0..shards::count()).map(|_| Mutex::default()).collect();
+        Arc::new(Upstream { target, listener, idle, streams, dead: AtomicBool::new(false) })
     }
 
     /// Whether the last connect attempt found nothing listening.
@@ -81,51 +66,71 @@ impl Upstream {
         self.dead.load(Ordering::Relaxed)
     }
 
-    /// A new connection, bypassing the idle ones.
-    pub async fn connect(&self) -> Result<Sender, ConnectError> {
-        let result = match &self.target {
-            Target::Unix(path) => connect_unix(path).await,
-            Target::Tcp { host, port } => connect_tcp(host, *port).await,
-        };
+    /// A new stream, bypassing the idle ones.
+    pub async fn connect_stream(&self) -> Result<AppStream, ConnectError> {
+        let result = stream::connect(&self.target).await;
         self.dead.store(matches!(result, Err(ConnectError::Gone(_))), Ordering::Relaxed);
         result
     }
 
-    /// This shard's idle connections.
-    fn idle(&self) -> MutexGuard<'_, Idle> {
-        let slot = &self.idle[shards::current() % self.idle.len()];
-        slot.lock().unwrap_or_else(|p| p.into_inner())
+    /// A new hyper connection, bypassing the idle ones.
+    pub async fn connect(&self) -> Result<Sender, ConnectError> {
+        handshake(self.connect_stream().await?).await
     }
 
     /// This shard's most recently used idle connection, if one is usable.
     pub fn pop_idle(&self) -> Option<Sender> {
-        let mut idle = self.idle();
-        let mut now = None;
-        while let Some((tx, since)) = idle.pop_back() {
-            let now = *now.get_or_insert_with(Instant::now);
-            if now.saturating_duration_since(since) >= IDLE_MAX {
-                idle.clear(); // the rest are older still
-                return None;
-            }
-            if !tx.is_closed() && tx.is_ready() {
-                return Some(tx);
-            }
-        }
-        None
+        pop(&self.idle, |tx| !tx.is_closed() && tx.is_ready())
+    }
+
+    /// This shard's most recently used idle stream, if one is young enough.
+    pub fn pop_stream(&self) -> Option<AppStream> {
+        pop(&self.streams, |_| true)
+    }
+
+    /// Keeps a stream whose last response was read to its end.
+    pub fn checkin_stream(&self, s: AppStream) {
+        push(&self.streams, s, |_| false);
     }
 
     fn checkin(&self, tx: Sender) {
-        let now = Instant::now();
-        let mut idle = self.idle();
-        while idle
-            .front()
-            .is_some_and(|(tx, since)| tx.is_closed() || now.saturating_duration_since(*since) >= IDLE_MAX)
-        {
-            idle.pop_front();
+        push(&self.idle, tx, Sender::is_closed);
+    }
+}
+
+/// This shard's idle list.
+fn slot<T>(idle: &Idle<T>) -> MutexGuard<'_, VecDeque<(T, Instant)>> {
+    let slot = &idle[shards::current() % idle.len()];
+    slot.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The newest idle entry that is `usable`; drops older ones past their age.
+fn pop<T>(idle: &Idle<T>, usable: impl Fn(&T) -> bool) -> Option<T> {
+    let mut idle = slot(idle);
+    let mut now = None;
+    while let Some((c, since)) = idle.pop_back() {
+        let now = *now.get_or_insert_with(Instant::now);
+        if now.saturating_duration_since(since) >= IDLE_MAX {
+            idle.clear(); // the rest are older still
+            return None;
         }
-        if idle.len() < IDLE_CAP {
-            idle.push_back((tx, now));
+        if usable(&c) {
+            return Some(c);
         }
+    }
+    None
+}
+
+/// Adds `c` as the newest idle entry, first dropping the oldest ones that
+/// are past their age or `closed`.
+fn push<T>(idle: &Idle<T>, c: T, closed: impl Fn(&T) -> bool) {
+    let now = Instant::now();
+    let mut idle = slot(idle);
+    while idle.front().is_some_and(|(c, since)| closed(c) || now.saturating_duration_since(*since) >= IDLE_MAX) {
+        idle.pop_front();
+    }
+    if idle.len() < IDLE_CAP {
+        idle.push_back((c, now));
     }
 }
 
@@ -143,35 +148,7 @@ pub fn recycle(up: Arc<Upstream>, mut tx: Sender) {
     });
 }
 
-async fn connect_unix(path: &std::path::Path) -> Result<Sender, ConnectError> {
-    let sock = SockPath::new(path).map_err(ConnectError::from_io)?;
-    let stream = tokio::net::UnixStream::connect(sock.as_path()).await.map_err(ConnectError::from_io)?;
-    handshake(stream).await
-}
-
-async fn connect_tcp(host: &str, port: u16) -> Result<Sender, ConnectError> {
-    let addrs: Vec<std::net::SocketAddr> = if host == "localhost" {
-        vec![([127, 0, 0, 1], port).into(), (std::net::Ipv6Addr::LOCALHOST, port).into()]
-    } else {
-        tokio::net::lookup_host((host, port)).await.map_err(ConnectError::Io)?.collect()
-    };
-    let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{host} has no address"));
-    for addr in addrs {
-        match tokio::net::TcpStream::connect(addr).await {
-            Ok(stream) => {
-                let _ = stream.set_nodelay(true);
-                return handshake(stream).await;
-            }
-            Err(e) => last = e,
-        }
-    }
-    Err(ConnectError::from_io(last))
-}
-
-async fn handshake<S>(stream: S) -> Result<Sender, ConnectError>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
-{
+async fn handshake(stream: AppStream) -> Result<Sender, ConnectError> {
     let (tx, conn) = http1::Builder::new()
         .max_buf_size(1024 * 1024)
         .handshake(TokioIo::new(stream))

@@ -1,7 +1,8 @@
 //! Accepting clients: one accept loop per listener on the main thread hands
 //! each connection to the least loaded shard (see `shards`), where a span
-//! and a task serve it to the end, HTTP/1.1 or h2c chosen by the client's
-//! first bytes. (Shards accepting for themselves from a shared socket let one
+//! and a task serve it to the end: on the lean path (`lean`) while its
+//! requests are plain, then on hyper (HTTP/1.1, or h2c chosen by the
+//! client's first bytes). (Shards accepting for themselves from a shared socket let one
 //! shard take a whole burst of connections while the other slept.) On stop
 //! the loops end and drop their listeners (new connections are refused)
 //! while accepted connections finish their requests (graceful shutdown:
@@ -25,6 +26,8 @@ use tokio::runtime::Handle;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tracing::Instrument;
 
+use crate::headers::Forwarded;
+use crate::lean;
 use crate::limits::{self, Activity};
 use crate::proxy::{self, ConnCtx};
 use crate::state::Shared;
@@ -115,17 +118,12 @@ fn hand_off(server: &Arc<Server>, stream: std::net::TcpStream, peer: SocketAddr,
         server.load.iter().enumerate().min_by_key(|(_, n)| n.load(Ordering::Relaxed)).unwrap_or((0, &server.load[0]));
     server.load[i].fetch_add(1, Ordering::Relaxed);
     let local_port = stream.local_addr().map_or(shared.port, |a| a.port());
-    let cx = Arc::new(ConnCtx {
-        shared: shared.clone(),
-        forwarded: crate::headers::Forwarded::new(peer, local_port),
-        activity: Activity::new(),
-        _permit: Some(permit),
-    });
+    let forwarded = crate::headers::Forwarded::new(peer, local_port);
     let srv = server.clone();
     let task = async move {
         let _load = Load(&srv.load[i]);
         match TcpStream::from_std(stream) {
-            Ok(stream) => serve_conn(stream, peer, cx, &srv).await,
+            Ok(stream) => serve_conn(stream, forwarded, permit, &srv).await,
             Err(e) => tracing::warn!(error = %e, "cannot serve a connection"),
         }
     }
@@ -145,26 +143,34 @@ impl Drop for Load<'_> {
     }
 }
 
-async fn serve_conn(stream: TcpStream, peer: SocketAddr, cx: Arc<ConnCtx>, server: &Server) {
+/// Serves a connection on the lean path (see `lean`), then, if it needs
+/// more, on the general one: hyper, HTTP/1.1 or h2c.
+async fn serve_conn(stream: TcpStream, forwarded: Forwarded, permit: OwnedSemaphorePermit, server: &Server) {
     let _ = stream.set_nodelay(true);
-    let limit = cx.shared.config.limits.header_read_timeout;
+    let shared = &server.shared;
+    let limit = shared.config.limits.header_read_timeout;
     if !limits::first_byte(&stream, limit).await {
-        return tracing::debug!(%peer, "closed: nothing sent");
+        return tracing::debug!("closed: nothing sent");
     }
+    let (_registered, mut stop) = Registered::new(&server.conns);
+    let (stream, stopping) = match lean::serve(stream, shared, &forwarded, &mut stop).await {
+        lean::Ended::Closed => return,
+        lean::Ended::General { stream, stopping } => (stream, stopping),
+    };
+    let cx = Arc::new(ConnCtx { shared: shared.clone(), forwarded, activity: Activity::new(), _permit: Some(permit) });
     let svc_cx = cx.clone();
     let service = service_fn(move |req| proxy::handle(req, svc_cx.clone()));
     let conn = server.builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
-    let (_registered, stop) = Registered::new(&server.conns);
     let result = tokio::select! {
         biased;
         r = conn.as_mut() => r,
-        _ = stop => {
+        _ = stop, if !stopping => {
             conn.as_mut().graceful_shutdown();
             conn.await
         }
         _ = limits::idle_limit(&cx.activity, limit) => {
-            return tracing::debug!(%peer, "closed: no request head within the header timeout");
+            return tracing::debug!("closed: no request head within the header timeout");
         }
     };
     if let Err(e) = result {

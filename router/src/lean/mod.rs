@@ -1,0 +1,294 @@
+//! The lean request path: every client connection starts here. Plain
+//! requests — HTTP/1.1 GET, HEAD or OPTIONS without a body or an upgrade, for
+//! a host with a live route — are proxied straight from the client's buffer
+//! to a pooled app stream and back, bytes in place: the head is parsed once
+//! and rewritten as it is copied, the body is passed through as it arrives
+//! (chunked stays chunked). That is the traffic of a page load, HMR module
+//! fetches and most API polling, and it costs a fraction of a general HTTP
+//! stack (no header map, no per-request task or channel, no allocation).
+//!
+//! The first request that is anything else — a body, an upgrade, h2c, the
+//! dashboard, a 404, a starting app, an error to answer — hands the
+//! connection, with the bytes read so far, to the general path
+//! (`server` + hyper + `proxy`), which serves it to the end.
+//!
+//! # Layout
+//! `head` (parse and rewrite heads, with `head_tests`), `framing` (where a
+//! body ends), `rewind` (the hand-off stream).
+
+mod framing;
+mod head;
+mod rewind;
+
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use http::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+pub use rewind::Rewind;
+
+use crate::answers::{Answer, Format};
+use crate::headers::Forwarded;
+use crate::host::Host;
+use crate::pool::Upstream;
+use crate::state::Shared;
+use crate::stream::AppStream;
+use crate::table::{Lookup, ReplicaSet};
+use framing::Framing;
+use head::Parsed;
+
+/// How a connection left the lean path.
+pub enum Ended {
+    /// Closed: by either side, the header timeout, a stop, or an error.
+    Closed,
+    /// For the general path, from the first byte it has not served; `stopping`:
+    /// the router's stop signal has already been taken.
+    General { stream: Rewind, stopping: bool },
+}
+
+/// Room made for each read.
+const READ_CHUNK: usize = 16 * 1024;
+/// Largest app response head passed on (as on the general path).
+const MAX_RESPONSE_HEAD: usize = 1024 * 1024;
+
+/// One client connection on the lean path.
+struct Conn<'a> {
+    shared: &'a Shared,
+    forwarded: &'a Forwarded,
+    client: TcpStream,
+    /// Bytes from the client not yet served.
+    input: BytesMut,
+    /// The head sent to the app.
+    req_head: Vec<u8>,
+    /// The head (and first body bytes) sent to the client.
+    res_head: Vec<u8>,
+    /// Bytes from the app.
+    res: BytesMut,
+    /// When the connection last had no request in flight.
+    idle_since: Instant,
+    stopping: bool,
+}
+
+/// A request to proxy, its head already rewritten into `req_head`.
+struct Plan {
+    len: usize,
+    is_head: bool,
+    close: bool,
+    format: Format,
+    set: Arc<ReplicaSet>,
+}
+
+enum Next {
+    Read,
+    Serve(Plan),
+    General,
+}
+
+enum Served {
+    KeepOn,
+    Close,
+    General,
+}
+
+/// Serves `client` until it closes or needs the general path.
+pub async fn serve(
+    client: TcpStream,
+    shared: &Shared,
+    forwarded: &Forwarded,
+    stop: &mut oneshot::Receiver<()>,
+) -> Ended {
+    let limits = &shared.config.limits;
+    let now = Instant::now();
+    let mut c = Conn {
+        shared,
+        forwarded,
+        client,
+        input: BytesMut::with_capacity(4096),
+        req_head: Vec::new(),
+        res_head: Vec::new(),
+        res: BytesMut::new(),
+        idle_since: now,
+        stopping: false,
+    };
+    // One timer for the connection's life, pushed back only when it fires.
+    let sleep = tokio::time::sleep_until(now + limits.header_read_timeout);
+    tokio::pin!(sleep);
+    loop {
+        let plan = match c.next() {
+            Next::Serve(plan) => plan,
+            Next::General => return c.general(),
+            Next::Read if c.input.len() >= limits.max_header_bytes => return c.general(),
+            Next::Read if c.input.is_empty() && c.stopping => return Ended::Closed,
+            Next::Read => {
+                if c.input.capacity() - c.input.len() < 1024 {
+                    c.input.reserve(4096);
+                }
+                tokio::select! {
+                    biased;
+                    _ = &mut *stop, if !c.stopping => c.stopping = true,
+                    r = c.client.read_buf(&mut c.input) => if !matches!(r, Ok(n) if n > 0) {
+                        return Ended::Closed;
+                    },
+                    () = &mut sleep => {
+                        let deadline = c.idle_since + limits.header_read_timeout;
+                        if Instant::now() >= deadline {
+                            tracing::debug!("closed: no request head within the header timeout");
+                            return Ended::Closed;
+                        }
+                        sleep.as_mut().reset(deadline);
+                    }
+                }
+                continue;
+            }
+        };
+        match c.proxy(plan).await {
+            Served::KeepOn => c.idle_since = Instant::now(),
+            Served::Close => return Ended::Closed,
+            Served::General => return c.general(),
+        }
+    }
+}
+
+impl Conn<'_> {
+    /// What to do with the bytes read so far.
+    fn next(&mut self) -> Next {
+        let mut slots = [httparse::EMPTY_HEADER; head::MAX_HEADERS];
+        let req = match head::request(&self.input, &mut slots) {
+            Parsed::Partial => return Next::Read,
+            Parsed::General => return Next::General,
+            Parsed::Lean(req) => req,
+        };
+        let Ok(host) = Host::parse(req.host) else { return Next::General };
+        let set = match self.shared.table().resolve(&host) {
+            Lookup::Route(set) => set.clone(),
+            _ => return Next::General,
+        };
+        self.req_head.clear();
+        req.write_upstream(self.forwarded, &mut self.req_head);
+        let close = req.close || self.stopping;
+        Next::Serve(Plan { len: req.len, is_head: req.is_head, close, format: req.format, set })
+    }
+
+    fn general(self) -> Ended {
+        tracing::debug!("to the general path");
+        Ended::General { stream: Rewind::new(self.input.freeze(), self.client), stopping: self.stopping }
+    }
+
+    /// Phases 3 and 4 for one request: a stream to the app, the exchange,
+    /// the body passed through; the stream back to the pool if it is clean.
+    async fn proxy(&mut self, plan: Plan) -> Served {
+        // Failover past a dead replica, and its 502, are the general path's.
+        let Some(up) = plan.set.candidates().next().filter(|u| !u.is_dead()).cloned() else {
+            return Served::General;
+        };
+        let (mut app, res) = match self.exchange(&up, &plan).await {
+            Exchange::Answered(app, res) => (app, res),
+            Exchange::General => return Served::General,
+            Exchange::Failed(why) => return self.bad_gateway(&plan, why).await,
+        };
+        let mut framing = res.framing;
+        let first = &self.res[res.len..];
+        let Ok(n) = framing.take(first) else { return self.bad_gateway(&plan, "malformed chunked body").await };
+        let mut app_keeps = res.app_keeps && n == first.len();
+        self.res_head.extend_from_slice(&first[..n]);
+        self.input.advance(plan.len);
+        if self.client.write_all(&self.res_head).await.is_err() {
+            return Served::Close;
+        }
+        while !framing.is_done() {
+            self.res.clear();
+            self.res.reserve(READ_CHUNK);
+            match app.read_buf(&mut self.res).await {
+                Ok(0) if framing == Framing::UntilClose => break,
+                Ok(0) | Err(_) => return Served::Close, // cut short: the client must see it end
+                Ok(_) => {}
+            }
+            let Ok(n) = framing.take(&self.res) else { return Served::Close };
+            app_keeps &= n == self.res.len();
+            if self.client.write_all(&self.res[..n]).await.is_err() {
+                return Served::Close;
+            }
+        }
+        if app_keeps {
+            up.checkin_stream(app);
+        }
+        if res.close { Served::Close } else { Served::KeepOn }
+    }
+
+    /// Sends `req_head` on a pooled stream, or a fresh one if the pooled one
+    /// turns out closed before answering, and reads the response head.
+    async fn exchange(&mut self, up: &Upstream, plan: &Plan) -> Exchange {
+        let mut pooled = up.pop_stream();
+        loop {
+            let fresh = pooled.is_none();
+            let mut app = match pooled.take() {
+                Some(app) => app,
+                None => match up.connect_stream().await {
+                    Ok(app) => app,
+                    Err(_) => return Exchange::General,
+                },
+            };
+            let answer = match app.write_all(&self.req_head).await {
+                Ok(()) => self.response_head(&mut app, plan).await,
+                Err(_) => Ok(None),
+            };
+            match answer {
+                Ok(Some(res)) => return Exchange::Answered(app, res),
+                Ok(None) if fresh => return Exchange::General,
+                Ok(None) => {} // a stale pooled stream: once more on a new one
+                Err(why) => return Exchange::Failed(why),
+            }
+        }
+    }
+
+    /// Reads the app's response head into `res` (and its client form into
+    /// `res_head`); `None`: the app closed before sending a byte.
+    async fn response_head(
+        &mut self,
+        app: &mut AppStream,
+        plan: &Plan,
+    ) -> Result<Option<head::Response>, &'static str> {
+        self.res.clear();
+        let mut got_any = false;
+        loop {
+            self.res_head.clear();
+            match head::response(&self.res, plan.is_head, plan.close, &mut self.res_head)? {
+                Some(res) if res.informational => {
+                    self.res.advance(res.len);
+                    continue;
+                }
+                Some(res) => return Ok(Some(res)),
+                None if self.res.len() >= MAX_RESPONSE_HEAD => return Err("response head too large"),
+                None => {}
+            }
+            self.res.reserve(READ_CHUNK);
+            match app.read_buf(&mut self.res).await {
+                Ok(0) | Err(_) if !got_any => return Ok(None),
+                Ok(0) => return Err("the app closed the connection in the middle of its response head"),
+                Err(_) => return Err("the connection to the app failed in the middle of its response head"),
+                Ok(_) => got_any = true,
+            }
+        }
+    }
+
+    /// The router's 502 for an app that answered something it cannot pass on.
+    async fn bad_gateway(&mut self, plan: &Plan, why: &str) -> Served {
+        let message = format!("{} sent a response the router cannot pass on: {why}", plan.set.what);
+        let answer =
+            Answer { status: StatusCode::BAD_GATEWAY, title: "bad response from the app", message, routes: None };
+        let _ = self.client.write_all(&answer.to_http1(plan.format)).await;
+        Served::Close
+    }
+}
+
+/// The outcome of sending a request to an app.
+enum Exchange {
+    Answered(AppStream, head::Response),
+    /// Not sent: nothing to connect to, or the app closed at once.
+    General,
+    Failed(&'static str),
+}

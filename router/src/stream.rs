@@ -1,0 +1,120 @@
+//! A byte stream to an app: a Unix socket (discovered instances, static
+//! socket routes) or TCP (static `host:port` routes, the PORT fallback of
+//! programs that cannot take the shim). Both request paths connect through
+//! here: the general one runs hyper's client over it, the lean one writes
+//! and reads it directly.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use agentfs_registry::Target;
+use agentfs_registry::sunpath::SockPath;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
+
+/// Why a new connection to an upstream could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// Nothing listens there (ECONNREFUSED) or the socket file is gone.
+    #[error("{0}")]
+    Gone(io::Error),
+    #[error("{0}")]
+    Io(io::Error),
+    #[error("HTTP handshake failed: {0}")]
+    Handshake(hyper::Error),
+}
+
+impl ConnectError {
+    fn from_io(e: io::Error) -> ConnectError {
+        match e.kind() {
+            io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound => ConnectError::Gone(e),
+            _ => ConnectError::Io(e),
+        }
+    }
+}
+
+/// A connected stream to an app.
+#[derive(Debug)]
+pub enum AppStream {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+/// Connects to `target`.
+pub async fn connect(target: &Target) -> Result<AppStream, ConnectError> {
+    match target {
+        Target::Unix(path) => {
+            let sock = SockPath::new(path).map_err(ConnectError::from_io)?;
+            let stream = UnixStream::connect(sock.as_path()).await.map_err(ConnectError::from_io)?;
+            Ok(AppStream::Unix(stream))
+        }
+        Target::Tcp { host, port } => connect_tcp(host, *port).await.map(AppStream::Tcp),
+    }
+}
+
+async fn connect_tcp(host: &str, port: u16) -> Result<TcpStream, ConnectError> {
+    let addrs: Vec<std::net::SocketAddr> = if host == "localhost" {
+        vec![([127, 0, 0, 1], port).into(), (std::net::Ipv6Addr::LOCALHOST, port).into()]
+    } else {
+        tokio::net::lookup_host((host, port)).await.map_err(ConnectError::Io)?.collect()
+    };
+    let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{host} has no address"));
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(ConnectError::from_io(last))
+}
+
+impl AsyncRead for AppStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            AppStream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            AppStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for AppStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            AppStream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            AppStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            AppStream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            AppStream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            AppStream::Unix(s) => Pin::new(s).poll_flush(cx),
+            AppStream::Tcp(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            AppStream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            AppStream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
