@@ -52,13 +52,9 @@ pub struct Activity {
 pub struct Busy(Arc<Activity>);
 
 impl Activity {
-    pub fn new() -> Arc<Activity> {
-        let a = Activity {
-            since: Instant::now(),
-            busy: AtomicU32::new(0),
-            last_ms: AtomicU64::new(0),
-            h2: AtomicBool::new(false),
-        };
+    /// A connection that has had no request in flight since `since`.
+    pub fn idle_since(since: Instant) -> Arc<Activity> {
+        let a = Activity { since, busy: AtomicU32::new(0), last_ms: AtomicU64::new(0), h2: AtomicBool::new(false) };
         Arc::new(a)
     }
 

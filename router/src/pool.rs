@@ -83,9 +83,10 @@ impl Upstream {
         pop(&self.idle, |tx| !tx.is_closed() && tx.is_ready())
     }
 
-    /// This shard's most recently used idle stream, if one is young enough.
+    /// This shard's most recently used idle stream that is young enough and
+    /// clean (see [`AppStream::is_clean`]).
     pub fn pop_stream(&self) -> Option<AppStream> {
-        pop(&self.streams, |_| true)
+        pop(&self.streams, AppStream::is_clean)
     }
 
     /// Keeps a stream whose last response was read to its end.

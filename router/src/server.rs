@@ -146,6 +146,7 @@ impl Drop for Load<'_> {
 /// Serves a connection on the lean path (see `lean`), then, if it needs
 /// more, on the general one: hyper, HTTP/1.1 or h2c.
 async fn serve_conn(stream: TcpStream, forwarded: Forwarded, permit: OwnedSemaphorePermit, server: &Server) {
+    let accepted = tokio::time::Instant::now();
     let _ = stream.set_nodelay(true);
     let shared = &server.shared;
     let limit = shared.config.limits.header_read_timeout;
@@ -153,11 +154,12 @@ async fn serve_conn(stream: TcpStream, forwarded: Forwarded, permit: OwnedSemaph
         return tracing::debug!("closed: nothing sent");
     }
     let (_registered, mut stop) = Registered::new(&server.conns);
-    let (stream, stopping) = match lean::serve(stream, shared, &forwarded, &mut stop).await {
+    let (stream, stopping, idle_since) = match lean::serve(stream, accepted, shared, &forwarded, &mut stop).await {
         lean::Ended::Closed => return,
-        lean::Ended::General { stream, stopping } => (stream, stopping),
+        lean::Ended::General { stream, stopping, idle_since } => (stream, stopping, idle_since),
     };
-    let cx = Arc::new(ConnCtx { shared: shared.clone(), forwarded, activity: Activity::new(), _permit: Some(permit) });
+    let activity = Activity::idle_since(idle_since);
+    let cx = Arc::new(ConnCtx { shared: shared.clone(), forwarded, activity, _permit: Some(permit) });
     let svc_cx = cx.clone();
     let service = service_fn(move |req| proxy::handle(req, svc_cx.clone()));
     let conn = server.builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
@@ -165,7 +167,9 @@ async fn serve_conn(stream: TcpStream, forwarded: Forwarded, permit: OwnedSemaph
     let result = tokio::select! {
         biased;
         r = conn.as_mut() => r,
-        _ = stop, if !stopping => {
+        // A stop the lean path took already applies at once (after hyper
+        // has read the request in hand: `biased` polls it first).
+        _ = async { if !stopping { let _ = stop.await; } } => {
             conn.as_mut().graceful_shutdown();
             conn.await
         }

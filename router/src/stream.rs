@@ -41,6 +41,24 @@ pub enum AppStream {
     Tcp(TcpStream),
 }
 
+impl AppStream {
+    /// Whether an idle stream is fit to carry a new request: still open and
+    /// with nothing unread (an app that sent more than its response said, or
+    /// wrote after it, would otherwise answer the next request with that).
+    /// Asks the kernel (a non-blocking peek), not tokio's cached readiness,
+    /// which can lag behind bytes that arrived a moment ago.
+    pub fn is_clean(&self) -> bool {
+        use rustix::net::{RecvFlags, recv};
+        let mut byte = [0u8; 1];
+        let flags = RecvFlags::PEEK | RecvFlags::DONTWAIT;
+        let r = match self {
+            AppStream::Unix(s) => recv(s, &mut byte[..], flags),
+            AppStream::Tcp(s) => recv(s, &mut byte[..], flags),
+        };
+        matches!(r, Err(e) if e == rustix::io::Errno::AGAIN)
+    }
+}
+
 /// Connects to `target`.
 pub async fn connect(target: &Target) -> Result<AppStream, ConnectError> {
     match target {

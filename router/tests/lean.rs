@@ -22,7 +22,11 @@ use tokio::net::{TcpStream, UnixListener, UnixStream};
 #[derive(Default)]
 struct Seen {
     conns: AtomicUsize,
+    /// Connections that have ended (the router closed them, or the app did).
+    ended: AtomicUsize,
     heads: Mutex<Vec<String>>,
+    /// `/late` has written its stray bytes.
+    late_written: AtomicUsize,
 }
 
 /// Starts the scripted app as `shop (main)` port 3000.
@@ -37,7 +41,11 @@ fn start_app(home: &agentfs_registry::Home) -> Arc<Seen> {
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             s.conns.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(serve(stream, s.clone()));
+            let s = s.clone();
+            tokio::spawn(async move {
+                serve(stream, s.clone()).await;
+                s.ended.fetch_add(1, Ordering::SeqCst);
+            });
         }
     });
     seen
@@ -71,6 +79,15 @@ async fn serve(mut s: UnixStream, seen: Arc<Seen>) {
             "/stale" => (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", true),
             "/garbage" => (b"NOT HTTP AT ALL\r\n\r\n", true),
             "/short" => (b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf", true),
+            "/never" => (b"", false),
+            "/late" => {
+                // A complete answer, then bytes nobody asked for, a moment later.
+                let _ = s.write_all(b"HTTP/1.1 304 Not Modified\r\n\r\n").await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 14\r\n\r\nSOMEONE ELSE'S").await;
+                seen.late_written.fetch_add(1, Ordering::SeqCst);
+                (b"", false)
+            }
             _ => (b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n", false),
         };
         if s.write_all(answer).await.is_err() || close {
@@ -152,6 +169,31 @@ async fn a_pooled_connection_the_app_closed_is_replaced_unseen() {
     assert_eq!(seen.conns.load(Ordering::SeqCst), 2);
     let head = seen.heads.lock().unwrap()[1].clone();
     assert!(head.contains("\r\nX-Case-Kept: 1\r\n"), "retried on the lean path, not handed over: {head}");
+    r.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_an_app_sends_after_its_answer_never_reach_the_next_request() {
+    let (_env, r, seen) = setup("lean-late").await;
+    let host = r.url_host("shop.localhost");
+    let mut c = Conn::open(r.port).await;
+    assert_eq!(c.get(&host, "/late", &[]).await.status.as_u16(), 304);
+    support::poll(WAIT, || async { (seen.late_written.load(Ordering::SeqCst) == 1).then_some(()) }).await.unwrap();
+    let got = Conn::open(r.port).await.get(&host, "/len", &[]).await;
+    assert_eq!((got.status.as_u16(), got.body.as_str()), (200, "hello"), "another client's request");
+    assert_eq!(seen.conns.load(Ordering::SeqCst), 2, "the app connection with stray bytes was not reused");
+    r.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_while_waiting_frees_the_app_connection() {
+    let (_env, r, seen) = setup("lean-gone").await;
+    let mut s = connect(&r).await;
+    s.write_all(get("/never", &r.url_host("shop.localhost")).as_bytes()).await.unwrap();
+    support::poll(WAIT, || async { (!seen.heads.lock().unwrap().is_empty()).then_some(()) }).await.unwrap();
+    drop(s);
+    let ended = support::poll(WAIT, || async { (seen.ended.load(Ordering::SeqCst) == 1).then_some(()) }).await;
+    assert!(ended.is_some(), "the router closed its app connection once the client had gone");
     r.stop().await.unwrap();
 }
 

@@ -13,10 +13,13 @@ use crate::answers::Format;
 use crate::headers::{Forwarded, MAX_HOPS};
 use crate::lean::framing::{Chunked, Framing};
 
-/// Header slots per message; more go to the general path (which allows 100).
+/// Header slots per request; more go to the general path (which allows 100).
 pub const MAX_HEADERS: usize = 64;
-/// Connection-named headers handled here; more go to the general path.
-const MAX_NAMED: usize = 8;
+/// Header slots per response: as many as the general path's client allows.
+const MAX_RESPONSE_HEADERS: usize = 100;
+/// `Connection` headers (not tokens) a message may carry here; a request with
+/// more goes to the general path.
+const MAX_CONNECTION: usize = 4;
 
 /// Dropped from every message (RFC 9110 §7.6.1 and the legacy ones).
 const HOP_BY_HOP: [&str; 9] = [
@@ -64,28 +67,40 @@ pub struct Request<'h, 'b> {
     headers: &'h [httparse::Header<'b>],
 }
 
-/// Header names listed in a `Connection` header.
+/// The headers `Connection` names (beyond `close` and `keep-alive`), kept as
+/// the raw values that name them: most messages name none.
 #[derive(Default)]
 struct Named<'b> {
-    names: [&'b [u8]; MAX_NAMED],
+    values: [&'b [u8]; MAX_CONNECTION],
     n: usize,
 }
 
+/// The tokens of a comma-separated header value.
+fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|&b| b == b',').map(<[u8]>::trim_ascii).filter(|t| !t.is_empty())
+}
+
 impl<'b> Named<'b> {
+    /// Whether a `Connection` header names `name` (`host` never counts: it
+    /// is put back on the general path, and kept here).
     fn contains(&self, name: &str) -> bool {
-        self.names[..self.n].iter().any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
+        self.n > 0
+            && !name.eq_ignore_ascii_case("host")
+            && self.values[..self.n].iter().any(|v| tokens(v).any(|t| t.eq_ignore_ascii_case(name.as_bytes())))
     }
 
-    /// Notes every token of a `Connection` value; returns whether `close`
-    /// was one, or `None` when there are too many to keep.
+    /// Notes a `Connection` value; returns whether it says `close`, or
+    /// `None` when it names headers and too many such values came already.
     fn note(&mut self, value: &'b [u8]) -> Option<bool> {
-        let mut close = false;
-        for t in value.split(|&b| b == b',').map(<[u8]>::trim_ascii).filter(|t| !t.is_empty()) {
-            close |= t.eq_ignore_ascii_case(b"close");
-            if !t.eq_ignore_ascii_case(b"keep-alive") && !t.eq_ignore_ascii_case(b"close") {
-                *self.names.get_mut(self.n)? = t;
-                self.n += 1;
-            }
+        let (mut close, mut names) = (false, false);
+        for t in tokens(value) {
+            let is_close = t.eq_ignore_ascii_case(b"close");
+            close |= is_close;
+            names |= !is_close && !t.eq_ignore_ascii_case(b"keep-alive");
+        }
+        if names {
+            *self.values.get_mut(self.n)? = value;
+            self.n += 1;
         }
         Some(close)
     }
@@ -135,7 +150,7 @@ struct Plain<'b> {
 /// The headers' facts, or `None` if the request is not plain.
 fn plain<'b>(headers: &[httparse::Header<'b>]) -> Option<Plain<'b>> {
     let mut p = Plain { host: "", close: false, hops: 0, xff: None, named: Named::default(), format: Format::Text };
-    let (mut hosts, mut accept) = (0, (false, false));
+    let (mut hosts, mut accept, mut hops_seen, mut xff_seen) = (0, (false, false), false, false);
     for h in headers {
         let (name, value) = (h.name, h.value);
         if name.eq_ignore_ascii_case("host") {
@@ -150,9 +165,14 @@ fn plain<'b>(headers: &[httparse::Header<'b>]) -> Option<Plain<'b>> {
         } else if ["transfer-encoding", "upgrade", "expect"].iter().any(|n| name.eq_ignore_ascii_case(n)) {
             return None;
         } else if name.eq_ignore_ascii_case("x-agentfs-hops") {
-            p.hops = std::str::from_utf8(value).ok()?.trim().parse().ok()?;
+            // The first one counts, as on the general path.
+            if !std::mem::replace(&mut hops_seen, true) {
+                p.hops = std::str::from_utf8(value).ok()?.trim().parse().ok()?;
+            }
         } else if name.eq_ignore_ascii_case("x-forwarded-for") {
-            p.xff = p.xff.or(Some(value.trim_ascii()).filter(|v| !v.is_empty()));
+            if !std::mem::replace(&mut xff_seen, true) {
+                p.xff = Some(value.trim_ascii()).filter(|v| !v.is_empty());
+            }
         } else if name.eq_ignore_ascii_case("accept") {
             let has = |needle: &[u8]| value.windows(needle.len()).any(|w| w == needle);
             accept.0 |= has(b"text/html");
@@ -164,6 +184,9 @@ fn plain<'b>(headers: &[httparse::Header<'b>]) -> Option<Plain<'b>> {
         (false, true) => Format::Json,
         _ => Format::Text,
     };
+    if p.named.contains("x-forwarded-for") {
+        p.xff = None; // stripped before the router adds its own, as on the general path
+    }
     (hosts == 1).then_some(p)
 }
 
@@ -231,7 +254,7 @@ pub struct Response {
 /// (`Connection: close` added when `close` or when the body runs to EOF).
 /// `Ok(None)`: not whole yet. `Err`: not a response this router passes on.
 pub fn response(buf: &[u8], is_head: bool, close: bool, out: &mut Vec<u8>) -> Result<Option<Response>, &'static str> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut slots = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
     let mut res = httparse::Response::new(&mut slots);
     let len = match res.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
@@ -262,9 +285,11 @@ pub fn response(buf: &[u8], is_head: bool, close: bool, out: &mut Vec<u8>) -> Re
     out.extend_from_slice(res.reason.unwrap_or_default().as_bytes());
     out.extend_from_slice(b"\r\n");
     for h in res.headers.iter() {
-        let keep_te = facts.chunked && h.name.eq_ignore_ascii_case("transfer-encoding");
+        // A transfer-coded body passes as it came, so its coding is named;
+        // a Content-Length beside it would lie.
+        let keep_te = facts.coded && h.name.eq_ignore_ascii_case("transfer-encoding");
         let hop = HOP_BY_HOP.iter().any(|n| h.name.eq_ignore_ascii_case(n)) && !keep_te;
-        let length_too = facts.chunked && h.name.eq_ignore_ascii_case("content-length");
+        let length_too = facts.coded && h.name.eq_ignore_ascii_case("content-length");
         if !hop && !length_too && !facts.named.contains(h.name) {
             put_header(out, h.name.as_bytes(), h.value);
         }
@@ -279,32 +304,39 @@ pub fn response(buf: &[u8], is_head: bool, close: bool, out: &mut Vec<u8>) -> Re
 /// What a response's headers say about its framing and connection.
 struct ResponseFacts<'b> {
     framing: Option<Framing>,
+    /// Transfer-coded; `chunked` if the final coding is chunked.
+    coded: bool,
     chunked: bool,
     close: bool,
     named: Named<'b>,
 }
 
 fn response_facts<'b>(headers: &[httparse::Header<'b>]) -> Result<ResponseFacts<'b>, &'static str> {
-    let mut f = ResponseFacts { framing: None, chunked: false, close: false, named: Named::default() };
+    let mut f = ResponseFacts { framing: None, coded: false, chunked: false, close: false, named: Named::default() };
     let mut length: Option<u64> = None;
-    let mut coded = false;
     for h in headers {
         if h.name.eq_ignore_ascii_case("content-length") {
-            let v = std::str::from_utf8(h.value).ok().map(str::trim).filter(|v| v.bytes().all(|b| b.is_ascii_digit()));
-            let n = v.and_then(|v| v.parse::<u64>().ok()).ok_or("bad content-length")?;
-            if length.is_some_and(|l| l != n) {
-                return Err("conflicting content-length");
+            // `5, 5` is one length said twice (RFC 9110 §8.6).
+            for v in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                let n = std::str::from_utf8(v)
+                    .ok()
+                    .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .ok_or("bad content-length")?;
+                if length.is_some_and(|l| l != n) {
+                    return Err("conflicting content-length");
+                }
+                length = Some(n);
             }
-            length = Some(n);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            coded = true;
+            f.coded = true;
             let last = h.value.rsplit(|&b| b == b',').next().unwrap_or_default().trim_ascii();
             f.chunked = last.eq_ignore_ascii_case(b"chunked");
         } else if h.name.eq_ignore_ascii_case("connection") {
-            f.close |= f.named.note(h.value).ok_or("too many connection options")?;
+            f.close |= f.named.note(h.value).ok_or("too many Connection headers")?;
         }
     }
-    f.framing = match (coded, f.chunked, length) {
+    f.framing = match (f.coded, f.chunked, length) {
         (true, true, _) => Some(Framing::Chunked(Chunked::default())),
         (true, false, _) => None,
         (false, _, Some(n)) => Some(Framing::Length(n)),

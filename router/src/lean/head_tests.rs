@@ -40,6 +40,33 @@ fn a_plain_request_is_rewritten_like_the_general_path_does() {
 }
 
 #[test]
+fn edge_cases_match_the_general_path() {
+    let (head, ..) =
+        rewrite("GET / HTTP/1.1\r\nhost: a.localhost\r\nconnection: host, x-a, close\r\nx-a: 1\r\n\r\n").unwrap();
+    assert!(
+        head.starts_with("GET / HTTP/1.1\r\nhost: a.localhost\r\nx-forwarded-for"),
+        "Host is never dropped: {head}"
+    );
+    let (head, ..) =
+        rewrite("GET / HTTP/1.1\r\nhost: a.localhost\r\nx-agentfs-hops: 1\r\nx-agentfs-hops: 9\r\n\r\n").unwrap();
+    assert!(head.contains("x-agentfs-hops: 2\r\n"), "the first hop count counts: {head}");
+    assert_eq!(
+        rewrite("GET / HTTP/1.1\r\nhost: a.localhost\r\nx-agentfs-hops: 9\r\nx-agentfs-hops: 0\r\n\r\n").err(),
+        Some("general")
+    );
+    let xff = |extra: &str| {
+        let (head, ..) = rewrite(&format!("GET / HTTP/1.1\r\nhost: a.localhost\r\n{extra}\r\n")).unwrap();
+        head.lines().find(|l| l.starts_with("x-forwarded-for")).unwrap().to_owned()
+    };
+    assert_eq!(xff("x-forwarded-for: \r\nx-forwarded-for: 10.0.0.9\r\n"), "x-forwarded-for: 127.0.0.1");
+    assert_eq!(xff("x-forwarded-for: 10.0.0.9\r\nconnection: x-forwarded-for\r\n"), "x-forwarded-for: 127.0.0.1");
+    assert_eq!(
+        xff("x-forwarded-for: 10.0.0.9\r\nx-forwarded-for: 10.0.0.8\r\n"),
+        "x-forwarded-for: 10.0.0.9, 127.0.0.1"
+    );
+}
+
+#[test]
 fn anything_unusual_goes_to_the_general_path() {
     let many: String = (0..70).map(|i| format!("x-{i}: 1\r\n")).collect();
     let cases = [
@@ -54,7 +81,7 @@ fn anything_unusual_goes_to_the_general_path() {
         "GET / HTTP/1.1\r\nhost: a.localhost\r\nexpect: 100-continue\r\n\r\n".to_owned(),
         "GET / HTTP/1.1\r\nhost: a.localhost\r\nx-agentfs-hops: 5\r\n\r\n".to_owned(),
         "GET / HTTP/1.1\r\nhost: a.localhost\r\nx-agentfs-hops: junk\r\n\r\n".to_owned(),
-        "GET / HTTP/1.1\r\nhost: a.localhost\r\nconnection: a,b,c,d,e,f,g,h,i\r\n\r\n".to_owned(),
+        format!("GET / HTTP/1.1\r\nhost: a.localhost\r\n{}\r\n", "connection: x-a\r\n".repeat(5)),
         format!("GET / HTTP/1.1\r\nhost: a.localhost\r\n{many}\r\n"),
         "GET / HTTP/1.1\r\nho st: x\r\n\r\n".to_owned(),
         "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_owned(),
@@ -101,6 +128,24 @@ fn responses_are_framed_and_stripped() {
     assert_eq!((r.framing, r.app_keeps, r.close), (Framing::Empty, false, false));
     let (r, head) = respond("HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n", false, false).unwrap().unwrap();
     assert!(r.informational && head.is_empty());
+}
+
+#[test]
+fn odd_but_valid_responses_pass() {
+    let many: String = (0..90).map(|i| format!("x-{i}: 1\r\n")).collect();
+    let (r, head) =
+        respond(&format!("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n{many}\r\n"), false, false).unwrap().unwrap();
+    assert_eq!((r.framing, head.matches("x-").count()), (Framing::Length(0), 90));
+    let (r, _) = respond("HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\n\r\n", false, false).unwrap().unwrap();
+    assert_eq!(r.framing, Framing::Length(5));
+    let (r, head) = respond("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\ncontent-length: 9\r\n\r\n", false, false)
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.framing, Framing::UntilClose);
+    assert_eq!(head, "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\nconnection: close\r\n\r\n");
+    let named = "connection: a, b, c, d, e, f, g, h, i\r\ni: 1\r\nj: 2\r\n";
+    let (_, head) = respond(&format!("HTTP/1.1 204 No Content\r\n{named}\r\n"), false, false).unwrap().unwrap();
+    assert_eq!(head, "HTTP/1.1 204 No Content\r\nj: 2\r\n\r\n");
 }
 
 #[test]

@@ -46,8 +46,9 @@ pub enum Ended {
     /// Closed: by either side, the header timeout, a stop, or an error.
     Closed,
     /// For the general path, from the first byte it has not served; `stopping`:
-    /// the router's stop signal has already been taken.
-    General { stream: Rewind, stopping: bool },
+    /// the router's stop signal has already been taken; `idle_since`: when the
+    /// connection last had no request in flight (its header timeout runs on).
+    General { stream: Rewind, stopping: bool, idle_since: Instant },
 }
 
 /// Room made for each read.
@@ -70,6 +71,8 @@ struct Conn<'a> {
     res: BytesMut,
     /// When the connection last had no request in flight.
     idle_since: Instant,
+    /// Bytes at the front of `input` known not to hold a whole head.
+    scanned: usize,
     stopping: bool,
 }
 
@@ -94,15 +97,16 @@ enum Served {
     General,
 }
 
-/// Serves `client` until it closes or needs the general path.
+/// Serves `client`, accepted at `accepted`, until it closes or needs the
+/// general path.
 pub async fn serve(
     client: TcpStream,
+    accepted: Instant,
     shared: &Shared,
     forwarded: &Forwarded,
     stop: &mut oneshot::Receiver<()>,
 ) -> Ended {
     let limits = &shared.config.limits;
-    let now = Instant::now();
     let mut c = Conn {
         shared,
         forwarded,
@@ -111,11 +115,12 @@ pub async fn serve(
         req_head: Vec::new(),
         res_head: Vec::new(),
         res: BytesMut::new(),
-        idle_since: now,
+        idle_since: accepted,
+        scanned: 0,
         stopping: false,
     };
     // One timer for the connection's life, pushed back only when it fires.
-    let sleep = tokio::time::sleep_until(now + limits.header_read_timeout);
+    let sleep = tokio::time::sleep_until(accepted + limits.header_read_timeout);
     tokio::pin!(sleep);
     loop {
         let plan = match c.next() {
@@ -127,6 +132,7 @@ pub async fn serve(
                 if c.input.capacity() - c.input.len() < 1024 {
                     c.input.reserve(4096);
                 }
+                c.scanned = c.input.len();
                 tokio::select! {
                     biased;
                     _ = &mut *stop, if !c.stopping => c.stopping = true,
@@ -156,6 +162,11 @@ pub async fn serve(
 impl Conn<'_> {
     /// What to do with the bytes read so far.
     fn next(&mut self) -> Next {
+        // A head trickling in is parsed again only once its end may be there.
+        let fresh = &self.input[self.scanned.saturating_sub(3)..];
+        if !fresh.windows(2).any(|w| w == b"\n\n") && !fresh.windows(3).any(|w| w == b"\n\r\n") {
+            return Next::Read;
+        }
         let mut slots = [httparse::EMPTY_HEADER; head::MAX_HEADERS];
         let req = match head::request(&self.input, &mut slots) {
             Parsed::Partial => return Next::Read,
@@ -175,7 +186,8 @@ impl Conn<'_> {
 
     fn general(self) -> Ended {
         tracing::debug!("to the general path");
-        Ended::General { stream: Rewind::new(self.input.freeze(), self.client), stopping: self.stopping }
+        let stream = Rewind::new(self.input.freeze(), self.client);
+        Ended::General { stream, stopping: self.stopping, idle_since: self.idle_since }
     }
 
     /// Phases 3 and 4 for one request: a stream to the app, the exchange,
@@ -188,6 +200,7 @@ impl Conn<'_> {
         let (mut app, res) = match self.exchange(&up, &plan).await {
             Exchange::Answered(app, res) => (app, res),
             Exchange::General => return Served::General,
+            Exchange::ClientGone => return Served::Close,
             Exchange::Failed(why) => return self.bad_gateway(&plan, why).await,
         };
         let mut framing = res.framing;
@@ -196,6 +209,7 @@ impl Conn<'_> {
         let mut app_keeps = res.app_keeps && n == first.len();
         self.res_head.extend_from_slice(&first[..n]);
         self.input.advance(plan.len);
+        self.scanned = 0;
         if self.client.write_all(&self.res_head).await.is_err() {
             return Served::Close;
         }
@@ -240,36 +254,41 @@ impl Conn<'_> {
                 Ok(Some(res)) => return Exchange::Answered(app, res),
                 Ok(None) if fresh => return Exchange::General,
                 Ok(None) => {} // a stale pooled stream: once more on a new one
-                Err(why) => return Exchange::Failed(why),
+                Err(Failure::ClientGone) => return Exchange::ClientGone,
+                Err(Failure::App(why)) => return Exchange::Failed(why),
             }
         }
     }
 
     /// Reads the app's response head into `res` (and its client form into
-    /// `res_head`); `None`: the app closed before sending a byte.
-    async fn response_head(
-        &mut self,
-        app: &mut AppStream,
-        plan: &Plan,
-    ) -> Result<Option<head::Response>, &'static str> {
+    /// `res_head`); `None`: the app closed before sending a byte. A client
+    /// that goes away meanwhile ends the wait (an abandoned long poll must
+    /// not hold the app's connection).
+    async fn response_head(&mut self, app: &mut AppStream, plan: &Plan) -> Result<Option<head::Response>, Failure> {
         self.res.clear();
         let mut got_any = false;
         loop {
             self.res_head.clear();
-            match head::response(&self.res, plan.is_head, plan.close, &mut self.res_head)? {
+            match head::response(&self.res, plan.is_head, plan.close, &mut self.res_head).map_err(Failure::App)? {
                 Some(res) if res.informational => {
                     self.res.advance(res.len);
                     continue;
                 }
                 Some(res) => return Ok(Some(res)),
-                None if self.res.len() >= MAX_RESPONSE_HEAD => return Err("response head too large"),
+                None if self.res.len() >= MAX_RESPONSE_HEAD => return Err(Failure::App("response head too large")),
                 None => {}
             }
             self.res.reserve(READ_CHUNK);
-            match app.read_buf(&mut self.res).await {
+            let read = tokio::select! {
+                r = app.read_buf(&mut self.res) => r,
+                () = gone(&self.client) => return Err(Failure::ClientGone),
+            };
+            match read {
                 Ok(0) | Err(_) if !got_any => return Ok(None),
-                Ok(0) => return Err("the app closed the connection in the middle of its response head"),
-                Err(_) => return Err("the connection to the app failed in the middle of its response head"),
+                Ok(0) => return Err(Failure::App("the app closed the connection in the middle of its response head")),
+                Err(_) => {
+                    return Err(Failure::App("the connection to the app failed in the middle of its response head"));
+                }
                 Ok(_) => got_any = true,
             }
         }
@@ -290,5 +309,21 @@ enum Exchange {
     Answered(AppStream, head::Response),
     /// Not sent: nothing to connect to, or the app closed at once.
     General,
+    ClientGone,
     Failed(&'static str),
+}
+
+/// Why no response head came.
+enum Failure {
+    ClientGone,
+    App(&'static str),
+}
+
+/// Resolves when the client has closed its side (or failed); never if it
+/// sends more instead (a pipelined request, read after this response).
+async fn gone(client: &TcpStream) {
+    let mut byte = [0u8; 1];
+    if matches!(client.peek(&mut byte).await, Ok(n) if n > 0) {
+        std::future::pending::<()>().await;
+    }
 }
