@@ -18,8 +18,9 @@
 # process it starts is ended by pid on exit, failure included.
 # Knobs: BENCH_ROUNDS (5), BENCH_SECS (5), BENCH_WS (5000), BENCH_WS_HOLD (30),
 # BENCH_PORT_BASE (28080), BENCH_OUT (BENCHMARKS.md).
-# BENCH_ONLY=proxy: only the proxy phase, its table printed to stdout and
-# BENCHMARKS.md left alone (for trying a change; the report needs a full run).
+# BENCH_ONLY=proxy or BENCH_ONLY=shim: only that phase, its figures printed to
+# stdout and BENCHMARKS.md left alone (for trying a change; the report needs a
+# full run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -561,12 +562,21 @@ main() {
     BACKEND_SOCK=$RUN/bench.main.3000.sock
     write_configs
     start_all
-    if [ "${BENCH_ONLY:-}" = proxy ]; then
+    case ${BENCH_ONLY:-} in
+    proxy)
         proxy_phase
         proxy_table
         proxy_checks
         return
-    fi
+        ;;
+    shim)
+        shim_phase
+        echo "wrapped $(col node.wrapped 1) req/s, native $(col node.native 1) req/s, ratio $(ratio "$(col node.wrapped 1)" "$(col node.native 1)")"
+        return
+        ;;
+    "") ;;
+    *) die "BENCH_ONLY: expected proxy or shim, got $BENCH_ONLY" ;;
+    esac
     scale_phase
     proxy_phase
     shim_phase
