@@ -80,6 +80,7 @@ async fn serve(mut s: UnixStream, seen: Arc<Seen>) {
             "/garbage" => (b"NOT HTTP AT ALL\r\n\r\n", true),
             "/short" => (b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf", true),
             "/never" => (b"", false),
+            "/hangup" => (b"", true),
             "/late" => {
                 // A complete answer, then bytes nobody asked for, a moment later.
                 let _ = s.write_all(b"HTTP/1.1 304 Not Modified\r\n\r\n").await;
@@ -227,7 +228,7 @@ async fn until_closed(r: &Router, path: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_to_eof_bad_answers_and_cut_bodies_end_the_connection() {
-    let (_env, r, _seen) = setup("lean-bad").await;
+    let (_env, r, seen) = setup("lean-bad").await;
     let got = until_closed(&r, "/close").await;
     assert!(got.starts_with("HTTP/1.1 200 OK\r\n") && got.contains("connection: close\r\n"), "{got}");
     assert!(got.ends_with("\r\n\r\nuntil close"), "{got}");
@@ -236,5 +237,9 @@ async fn bodies_to_eof_bad_answers_and_cut_bodies_end_the_connection() {
     assert!(got.contains("shop (main) port 3000") && got.contains("malformed response head"), "{got}");
     let got = until_closed(&r, "/short").await;
     assert!(got.ends_with("\r\n\r\nhalf"), "what came is passed on, then the connection ends: {got}");
+    let got = until_closed(&r, "/hangup").await;
+    assert!(got.contains("502 Bad Gateway") && got.contains("closed the connection without answering"), "{got}");
+    let sent = seen.heads.lock().unwrap().iter().filter(|h| h.starts_with("GET /hangup")).count();
+    assert_eq!(sent, 1, "a request the app received is not sent again");
     r.stop().await.unwrap();
 }

@@ -294,6 +294,9 @@ pub fn response(buf: &[u8], is_head: bool, close: bool, out: &mut Vec<u8>) -> Re
             put_header(out, h.name.as_bytes(), h.value);
         }
     }
+    if !facts.dated {
+        crate::lean::date::put(out);
+    }
     if close {
         out.extend_from_slice(b"connection: close\r\n");
     }
@@ -306,13 +309,22 @@ struct ResponseFacts<'b> {
     framing: Option<Framing>,
     /// Transfer-coded; `chunked` if the final coding is chunked.
     coded: bool,
+    /// Has a `Date`.
+    dated: bool,
     chunked: bool,
     close: bool,
     named: Named<'b>,
 }
 
 fn response_facts<'b>(headers: &[httparse::Header<'b>]) -> Result<ResponseFacts<'b>, &'static str> {
-    let mut f = ResponseFacts { framing: None, coded: false, chunked: false, close: false, named: Named::default() };
+    let mut f = ResponseFacts {
+        framing: None,
+        coded: false,
+        dated: false,
+        chunked: false,
+        close: false,
+        named: Named::default(),
+    };
     let mut length: Option<u64> = None;
     for h in headers {
         if h.name.eq_ignore_ascii_case("content-length") {
@@ -334,6 +346,8 @@ fn response_facts<'b>(headers: &[httparse::Header<'b>]) -> Result<ResponseFacts<
             f.chunked = last.eq_ignore_ascii_case(b"chunked");
         } else if h.name.eq_ignore_ascii_case("connection") {
             f.close |= f.named.note(h.value).ok_or("too many Connection headers")?;
+        } else if h.name.eq_ignore_ascii_case("date") {
+            f.dated = true;
         }
     }
     f.framing = match (f.coded, f.chunked, length) {

@@ -92,11 +92,31 @@ fn anything_unusual_goes_to_the_general_path() {
     assert_eq!(rewrite("GET / HTTP/1.1\r\nhost: a.loc").err(), Some("partial"));
 }
 
-/// The client head for an app's `raw` response head.
+/// The client head for an app's `raw` response head, without the `date`
+/// line the router adds to every final response that has none (checked here).
 fn respond(raw: &str, is_head: bool, close: bool) -> Result<Option<(Response, String)>, &'static str> {
     let mut out = Vec::new();
     let r = response(raw.as_bytes(), is_head, close, &mut out)?;
-    Ok(r.map(|r| (r, String::from_utf8(out).unwrap())))
+    let head = String::from_utf8(out).unwrap();
+    let dated: Vec<&str> = head.split_inclusive("\r\n").filter(|l| l.starts_with("date: ")).collect();
+    let want = usize::from(r.as_ref().is_some_and(|r| !r.informational));
+    assert_eq!(dated.len(), want, "{head}");
+    let head = head.split_inclusive("\r\n").filter(|l| !l.starts_with("date: ")).collect();
+    Ok(r.map(|r| (r, head)))
+}
+
+#[test]
+fn a_date_is_added_only_when_missing() {
+    let mut out = Vec::new();
+    response(
+        b"HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\ncontent-length: 0\r\n\r\n",
+        false,
+        false,
+        &mut out,
+    )
+    .unwrap();
+    let head = String::from_utf8(out).unwrap();
+    assert_eq!(head, "HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\ncontent-length: 0\r\n\r\n");
 }
 
 #[test]

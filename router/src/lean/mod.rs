@@ -14,8 +14,10 @@
 //!
 //! # Layout
 //! `head` (parse and rewrite heads, with `head_tests`), `framing` (where a
-//! body ends), `rewind` (the hand-off stream).
+//! body ends), `date` (a `Date` for responses without one), `rewind` (the
+//! hand-off stream).
 
+mod date;
 mod framing;
 mod head;
 mod rewind;
@@ -252,7 +254,8 @@ impl Conn<'_> {
             };
             match answer {
                 Ok(Some(res)) => return Exchange::Answered(app, res),
-                Ok(None) if fresh => return Exchange::General,
+                // Sent, so not sent again (the general path would): a 502.
+                Ok(None) if fresh => return Exchange::Failed("the app closed the connection without answering"),
                 Ok(None) => {} // a stale pooled stream: once more on a new one
                 Err(Failure::ClientGone) => return Exchange::ClientGone,
                 Err(Failure::App(why)) => return Exchange::Failed(why),
@@ -307,7 +310,7 @@ impl Conn<'_> {
 /// The outcome of sending a request to an app.
 enum Exchange {
     Answered(AppStream, head::Response),
-    /// Not sent: nothing to connect to, or the app closed at once.
+    /// Not sent: nothing to connect to.
     General,
     ClientGone,
     Failed(&'static str),
