@@ -41,21 +41,40 @@ pub enum AppStream {
     Tcp(TcpStream),
 }
 
+/// What a socket holds unread, asked of the kernel (a non-blocking peek), not
+/// of tokio's cached readiness, which can lag behind bytes that arrived a
+/// moment ago.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unread {
+    Bytes,
+    /// The peer has closed its side.
+    Eof,
+    Nothing,
+    Failed,
+}
+
+/// See [`Unread`].
+pub fn unread(fd: impl std::os::fd::AsFd) -> Unread {
+    use rustix::net::{RecvFlags, recv};
+    let mut byte = [0u8; 1];
+    match recv(fd, &mut byte[..], RecvFlags::PEEK | RecvFlags::DONTWAIT) {
+        Ok((0, _)) => Unread::Eof,
+        Ok(_) => Unread::Bytes,
+        Err(e) if e == rustix::io::Errno::AGAIN => Unread::Nothing,
+        Err(_) => Unread::Failed,
+    }
+}
+
 impl AppStream {
     /// Whether an idle stream is fit to carry a new request: still open and
     /// with nothing unread (an app that sent more than its response said, or
     /// wrote after it, would otherwise answer the next request with that).
-    /// Asks the kernel (a non-blocking peek), not tokio's cached readiness,
-    /// which can lag behind bytes that arrived a moment ago.
     pub fn is_clean(&self) -> bool {
-        use rustix::net::{RecvFlags, recv};
-        let mut byte = [0u8; 1];
-        let flags = RecvFlags::PEEK | RecvFlags::DONTWAIT;
-        let r = match self {
-            AppStream::Unix(s) => recv(s, &mut byte[..], flags),
-            AppStream::Tcp(s) => recv(s, &mut byte[..], flags),
+        let state = match self {
+            AppStream::Unix(s) => unread(s),
+            AppStream::Tcp(s) => unread(s),
         };
-        matches!(r, Err(e) if e == rustix::io::Errno::AGAIN)
+        state == Unread::Nothing
     }
 }
 

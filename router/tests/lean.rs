@@ -81,6 +81,8 @@ async fn serve(mut s: UnixStream, seen: Arc<Seen>) {
             "/short" => (b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf", true),
             "/never" => (b"", false),
             "/hangup" => (b"", true),
+            // The first chunk of a stream that goes on (an event stream).
+            "/hold" => (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n", false),
             "/late" => {
                 // A complete answer, then bytes nobody asked for, a moment later.
                 let _ = s.write_all(b"HTTP/1.1 304 Not Modified\r\n\r\n").await;
@@ -242,4 +244,59 @@ async fn bodies_to_eof_bad_answers_and_cut_bodies_end_the_connection() {
     let sent = seen.heads.lock().unwrap().iter().filter(|h| h.starts_with("GET /hangup")).count();
     assert_eq!(sent, 1, "a request the app received is not sent again");
     r.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_mid_stream_frees_the_app_connection() {
+    let (_env, r, seen) = setup("lean-hold").await;
+    let mut s = connect(&r).await;
+    s.write_all(get("/hold", &r.url_host("shop.localhost")).as_bytes()).await.unwrap();
+    read_until(&mut s, "hello", WAIT).await;
+    drop(s);
+    let ended = support::poll(WAIT, || async { (seen.ended.load(Ordering::SeqCst) == 1).then_some(()) }).await;
+    assert!(ended.is_some(), "the router closed its app connection once the client had gone");
+    r.stop().await.unwrap();
+}
+
+/// A half-close reads as a client that left (as with hyper and nginx), but
+/// not while requests it sent before are still to be answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_then_a_half_close_get_the_answers_in_hand() {
+    let (_env, r, _seen) = setup("lean-half").await;
+    let host = r.url_host("shop.localhost");
+    let mut s = connect(&r).await;
+    s.write_all(format!("{}{}", get("/len", &host), get("/len", &host)).as_bytes()).await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out)).await.expect("closed").unwrap();
+    let got = String::from_utf8_lossy(&out);
+    assert!(got.starts_with("HTTP/1.1 200 OK\r\n") && got.contains("\r\n\r\nhello"), "{got}");
+    r.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_is_refused_at_once_not_after_the_header_timeout() {
+    let (_env, r, _seen) = setup("lean-garbage").await;
+    let mut s = connect(&r).await;
+    s.write_all(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 not http\r\n").await.unwrap();
+    let got = read_until(&mut s, "\r\n\r\n", Duration::from_secs(3)).await;
+    assert!(got.starts_with("HTTP/1.1 400"), "{got}");
+    r.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_arrives_as_the_router_stops_is_served() {
+    let (_env, r, _seen) = setup("lean-stop").await;
+    let (host, port) = (r.url_host("shop.localhost"), r.port);
+    let mut s = connect(&r).await;
+    let stopping = tokio::spawn(r.stop());
+    let refused =
+        support::poll(WAIT, || async { TcpStream::connect(("127.0.0.1", port)).await.is_err().then_some(()) }).await;
+    assert!(refused.is_some(), "the router stopped accepting");
+    s.write_all(get("/len", &host).as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out)).await.expect("closed after the answer").unwrap();
+    let got = String::from_utf8_lossy(&out);
+    assert!(got.starts_with("HTTP/1.1 200 OK\r\n") && got.ends_with("hello"), "{got}");
+    stopping.await.unwrap().unwrap();
 }

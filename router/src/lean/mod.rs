@@ -38,7 +38,7 @@ use crate::headers::Forwarded;
 use crate::host::Host;
 use crate::pool::Upstream;
 use crate::state::Shared;
-use crate::stream::AppStream;
+use crate::stream::{self, AppStream, Unread};
 use crate::table::{Lookup, ReplicaSet};
 use framing::Framing;
 use head::Parsed;
@@ -57,11 +57,17 @@ pub enum Ended {
 const READ_CHUNK: usize = 16 * 1024;
 /// Largest app response head passed on (as on the general path).
 const MAX_RESPONSE_HEAD: usize = 1024 * 1024;
+/// A partial head up to this size is parsed again on every read (so garbage
+/// is refused at once); a longer one only once its end may have arrived.
+const SMALL_HEAD: usize = 1024;
 
 /// One client connection on the lean path.
 struct Conn<'a> {
     shared: &'a Shared,
     forwarded: &'a Forwarded,
+    /// The router's stop signal for this connection; polled only while
+    /// `stopping` is false.
+    stop: &'a mut oneshot::Receiver<()>,
     client: TcpStream,
     /// Bytes from the client not yet served.
     input: BytesMut,
@@ -112,6 +118,7 @@ pub async fn serve(
     let mut c = Conn {
         shared,
         forwarded,
+        stop,
         client,
         input: BytesMut::with_capacity(4096),
         req_head: Vec::new(),
@@ -129,7 +136,10 @@ pub async fn serve(
             Next::Serve(plan) => plan,
             Next::General => return c.general(),
             Next::Read if c.input.len() >= limits.max_header_bytes => return c.general(),
-            Next::Read if c.input.is_empty() && c.stopping => return Ended::Closed,
+            // Stopping and idle, unless a request is already on its way in.
+            Next::Read if c.input.is_empty() && c.stopping && stream::unread(&c.client) != Unread::Bytes => {
+                return Ended::Closed;
+            }
             Next::Read => {
                 if c.input.capacity() - c.input.len() < 1024 {
                     c.input.reserve(4096);
@@ -137,10 +147,10 @@ pub async fn serve(
                 c.scanned = c.input.len();
                 tokio::select! {
                     biased;
-                    _ = &mut *stop, if !c.stopping => c.stopping = true,
                     r = c.client.read_buf(&mut c.input) => if !matches!(r, Ok(n) if n > 0) {
                         return Ended::Closed;
                     },
+                    _ = &mut *c.stop, if !c.stopping => c.stopping = true,
                     () = &mut sleep => {
                         let deadline = c.idle_since + limits.header_read_timeout;
                         if Instant::now() >= deadline {
@@ -164,9 +174,10 @@ pub async fn serve(
 impl Conn<'_> {
     /// What to do with the bytes read so far.
     fn next(&mut self) -> Next {
-        // A head trickling in is parsed again only once its end may be there.
+        // A long head trickling in is parsed again only once its end may be there.
         let fresh = &self.input[self.scanned.saturating_sub(3)..];
-        if !fresh.windows(2).any(|w| w == b"\n\n") && !fresh.windows(3).any(|w| w == b"\n\r\n") {
+        let ended = fresh.windows(2).any(|w| w == b"\n\n") || fresh.windows(3).any(|w| w == b"\n\r\n");
+        if !ended && self.scanned > 0 && self.input.len() > SMALL_HEAD {
             return Next::Read;
         }
         let mut slots = [httparse::EMPTY_HEADER; head::MAX_HEADERS];
@@ -218,7 +229,12 @@ impl Conn<'_> {
         while !framing.is_done() {
             self.res.clear();
             self.res.reserve(READ_CHUNK);
-            match app.read_buf(&mut self.res).await {
+            let watch = self.input.is_empty(); // see `gone`
+            let read = tokio::select! {
+                r = app.read_buf(&mut self.res) => r,
+                () = gone(&self.client), if watch => return Served::Close,
+            };
+            match read {
                 Ok(0) if framing == Framing::UntilClose => break,
                 Ok(0) | Err(_) => return Served::Close, // cut short: the client must see it end
                 Ok(_) => {}
@@ -270,9 +286,11 @@ impl Conn<'_> {
     async fn response_head(&mut self, app: &mut AppStream, plan: &Plan) -> Result<Option<head::Response>, Failure> {
         self.res.clear();
         let mut got_any = false;
+        let watch = self.input.len() == plan.len; // see `gone`
         loop {
             self.res_head.clear();
-            match head::response(&self.res, plan.is_head, plan.close, &mut self.res_head).map_err(Failure::App)? {
+            let close = plan.close || self.stop_taken();
+            match head::response(&self.res, plan.is_head, close, &mut self.res_head).map_err(Failure::App)? {
                 Some(res) if res.informational => {
                     self.res.advance(res.len);
                     continue;
@@ -284,7 +302,7 @@ impl Conn<'_> {
             self.res.reserve(READ_CHUNK);
             let read = tokio::select! {
                 r = app.read_buf(&mut self.res) => r,
-                () = gone(&self.client) => return Err(Failure::ClientGone),
+                () = gone(&self.client), if watch => return Err(Failure::ClientGone),
             };
             match read {
                 Ok(0) | Err(_) if !got_any => return Ok(None),
@@ -295,6 +313,15 @@ impl Conn<'_> {
                 Ok(_) => got_any = true,
             }
         }
+    }
+
+    /// Whether the router is stopping (taking its signal if it just came):
+    /// the response in hand then says `connection: close`.
+    fn stop_taken(&mut self) -> bool {
+        if !self.stopping && !matches!(self.stop.try_recv(), Err(oneshot::error::TryRecvError::Empty)) {
+            self.stopping = true;
+        }
+        self.stopping
     }
 
     /// The router's 502 for an app that answered something it cannot pass on.
@@ -324,6 +351,9 @@ enum Failure {
 
 /// Resolves when the client has closed its side (or failed); never if it
 /// sends more instead (a pipelined request, read after this response).
+/// Raced against the app only while no pipelined bytes are buffered: a
+/// client that sent its requests and then shut its side down still gets
+/// the answers (as hyper does it).
 async fn gone(client: &TcpStream) {
     let mut byte = [0u8; 1];
     if matches!(client.peek(&mut byte).await, Ok(n) if n > 0) {
