@@ -541,6 +541,10 @@ EOF
 
 # ---------------------------------------------------------------- main
 main() {
+    case ${BENCH_ONLY:-} in
+    "" | proxy | shim) ;;
+    *) die "BENCH_ONLY: expected proxy or shim, got $BENCH_ONLY" ;;
+    esac
     install_tools
     ulimit -n "$(ulimit -Hn)"
     say "building (release)"
@@ -574,8 +578,6 @@ main() {
         echo "wrapped $(col node.wrapped 1) req/s, native $(col node.native 1) req/s, ratio $(ratio "$(col node.wrapped 1)" "$(col node.native 1)")"
         return
         ;;
-    "") ;;
-    *) die "BENCH_ONLY: expected proxy or shim, got $BENCH_ONLY" ;;
     esac
     scale_phase
     proxy_phase

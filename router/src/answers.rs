@@ -20,16 +20,18 @@ pub enum Format {
 impl Format {
     /// JSON when asked for (and HTML is not), HTML for browsers, else text.
     pub fn of(headers: &HeaderMap) -> Format {
-        let accept = headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok());
-        let (mut html, mut json) = (false, false);
-        for a in accept {
-            html |= a.contains("text/html");
-            json |= a.contains("application/json");
-        }
-        match (html, json) {
-            (true, _) => Format::Html,
-            (false, true) => Format::Json,
-            _ => Format::Text,
+        headers.get_all(header::ACCEPT).iter().fold(Format::Text, |f, v| f.and_accept(v.as_bytes()))
+    }
+
+    /// The format after one more `Accept` value (HTML wins over JSON, JSON
+    /// over text, whatever the order of the values).
+    pub fn and_accept(self, value: &[u8]) -> Format {
+        let has = |needle: &[u8]| value.windows(needle.len()).any(|w| w == needle);
+        match self {
+            Format::Html => Format::Html,
+            _ if has(b"text/html") => Format::Html,
+            _ if has(b"application/json") => Format::Json,
+            f => f,
         }
     }
 }

@@ -17,17 +17,24 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1, plus the legacy ones).
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
+/// Hop-by-hop headers (RFC 9110 §7.6.1, plus the legacy ones), besides
+/// `Upgrade`, which survives on upgrade requests. The one list both request
+/// paths strip.
+pub const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
 ];
+
+/// The headers the router sets on every forwarded request (a client's own
+/// never pass): `X-Forwarded-*` and the hop count.
+pub const SET_BY_ROUTER: [&str; 5] =
+    ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port", "x-agentfs-hops"];
 
 /// Whether a request asks to switch protocols (WebSocket, HMR).
 pub fn wants_upgrade(headers: &HeaderMap) -> bool {
@@ -59,8 +66,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
     // One pass over the names instead of a hashed removal per listed header:
     // most messages carry none of them, or only `Connection`.
-    if headers.keys().any(|k| HOP_BY_HOP.contains(k) || k == header::UPGRADE) {
-        for n in &HOP_BY_HOP {
+    if headers.keys().any(|k| HOP_BY_HOP.contains(&k.as_str()) || k == header::UPGRADE) {
+        for n in HOP_BY_HOP {
             headers.remove(n);
         }
         if !upgrade {

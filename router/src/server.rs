@@ -118,7 +118,7 @@ fn hand_off(server: &Arc<Server>, stream: std::net::TcpStream, peer: SocketAddr,
         server.load.iter().enumerate().min_by_key(|(_, n)| n.load(Ordering::Relaxed)).unwrap_or((0, &server.load[0]));
     server.load[i].fetch_add(1, Ordering::Relaxed);
     let local_port = stream.local_addr().map_or(shared.port, |a| a.port());
-    let forwarded = crate::headers::Forwarded::new(peer, local_port);
+    let forwarded = Forwarded::new(peer, local_port);
     let srv = server.clone();
     let task = async move {
         let _load = Load(&srv.load[i]);

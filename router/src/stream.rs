@@ -41,28 +41,13 @@ pub enum AppStream {
     Tcp(TcpStream),
 }
 
-/// What a socket holds unread, asked of the kernel (a non-blocking peek), not
-/// of tokio's cached readiness, which can lag behind bytes that arrived a
-/// moment ago.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Unread {
-    Bytes,
-    /// The peer has closed its side.
-    Eof,
-    Nothing,
-    Failed,
-}
-
-/// See [`Unread`].
-pub fn unread(fd: impl std::os::fd::AsFd) -> Unread {
+/// Whether a socket holds bytes not yet read, asked of the kernel (a
+/// non-blocking peek), not of tokio's cached readiness, which can lag behind
+/// bytes that arrived a moment ago.
+pub fn has_unread(fd: impl std::os::fd::AsFd) -> bool {
     use rustix::net::{RecvFlags, recv};
     let mut byte = [0u8; 1];
-    match recv(fd, &mut byte[..], RecvFlags::PEEK | RecvFlags::DONTWAIT) {
-        Ok((0, _)) => Unread::Eof,
-        Ok(_) => Unread::Bytes,
-        Err(e) if e == rustix::io::Errno::AGAIN => Unread::Nothing,
-        Err(_) => Unread::Failed,
-    }
+    matches!(recv(fd, &mut byte[..], RecvFlags::PEEK | RecvFlags::DONTWAIT), Ok((n, _)) if n > 0)
 }
 
 impl AppStream {

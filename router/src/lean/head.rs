@@ -10,7 +10,7 @@
 //! general path, which answers it (400, 431, 508, upgrades, bodies, h2c).
 
 use crate::answers::Format;
-use crate::headers::{Forwarded, MAX_HOPS};
+use crate::headers::{Forwarded, HOP_BY_HOP, MAX_HOPS, SET_BY_ROUTER};
 use crate::lean::framing::{Chunked, Framing};
 
 /// Header slots per request; more go to the general path (which allows 100).
@@ -21,21 +21,11 @@ const MAX_RESPONSE_HEADERS: usize = 100;
 /// more goes to the general path.
 const MAX_CONNECTION: usize = 4;
 
-/// Dropped from every message (RFC 9110 §7.6.1 and the legacy ones).
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-/// Set by the router on requests, never passed from the client.
-const OURS: [&str; 5] =
-    ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port", "x-agentfs-hops"];
+/// Whether `name` is hop-by-hop (`Upgrade` included: upgrades are never
+/// served here), dropped from every message.
+fn hop_by_hop(name: &str) -> bool {
+    name.eq_ignore_ascii_case("upgrade") || HOP_BY_HOP.iter().any(|n| name.eq_ignore_ascii_case(n))
+}
 
 /// What a client's buffered bytes hold.
 #[allow(clippy::large_enum_variant)] // on the stack for one request, never stored
@@ -150,7 +140,7 @@ struct Plain<'b> {
 /// The headers' facts, or `None` if the request is not plain.
 fn plain<'b>(headers: &[httparse::Header<'b>]) -> Option<Plain<'b>> {
     let mut p = Plain { host: "", close: false, hops: 0, xff: None, named: Named::default(), format: Format::Text };
-    let (mut hosts, mut accept, mut hops_seen, mut xff_seen) = (0, (false, false), false, false);
+    let (mut hosts, mut hops_seen, mut xff_seen) = (0, false, false);
     for h in headers {
         let (name, value) = (h.name, h.value);
         if name.eq_ignore_ascii_case("host") {
@@ -174,16 +164,9 @@ fn plain<'b>(headers: &[httparse::Header<'b>]) -> Option<Plain<'b>> {
                 p.xff = Some(value.trim_ascii()).filter(|v| !v.is_empty());
             }
         } else if name.eq_ignore_ascii_case("accept") {
-            let has = |needle: &[u8]| value.windows(needle.len()).any(|w| w == needle);
-            accept.0 |= has(b"text/html");
-            accept.1 |= has(b"application/json");
+            p.format = p.format.and_accept(value);
         }
     }
-    p.format = match accept {
-        (true, _) => Format::Html,
-        (false, true) => Format::Json,
-        _ => Format::Text,
-    };
     if p.named.contains("x-forwarded-for") {
         p.xff = None; // stripped before the router adds its own, as on the general path
     }
@@ -197,8 +180,8 @@ impl Request<'_, '_> {
             out.extend_from_slice(part);
         }
         for h in self.headers {
-            let ours = OURS.iter().chain(&HOP_BY_HOP).any(|n| h.name.eq_ignore_ascii_case(n));
-            if !ours && !self.named.contains(h.name) {
+            let ours = SET_BY_ROUTER.iter().any(|n| h.name.eq_ignore_ascii_case(n));
+            if !ours && !hop_by_hop(h.name) && !self.named.contains(h.name) {
                 put_header(out, h.name.as_bytes(), h.value);
             }
         }
@@ -288,7 +271,7 @@ pub fn response(buf: &[u8], is_head: bool, close: bool, out: &mut Vec<u8>) -> Re
         // A transfer-coded body passes as it came, so its coding is named;
         // a Content-Length beside it would lie.
         let keep_te = facts.coded && h.name.eq_ignore_ascii_case("transfer-encoding");
-        let hop = HOP_BY_HOP.iter().any(|n| h.name.eq_ignore_ascii_case(n)) && !keep_te;
+        let hop = hop_by_hop(h.name) && !keep_te;
         let length_too = facts.coded && h.name.eq_ignore_ascii_case("content-length");
         if !hop && !length_too && !facts.named.contains(h.name) {
             put_header(out, h.name.as_bytes(), h.value);

@@ -38,7 +38,7 @@ use crate::headers::Forwarded;
 use crate::host::Host;
 use crate::pool::Upstream;
 use crate::state::Shared;
-use crate::stream::{self, AppStream, Unread};
+use crate::stream::{self, AppStream};
 use crate::table::{Lookup, ReplicaSet};
 use framing::Framing;
 use head::Parsed;
@@ -137,7 +137,7 @@ pub async fn serve(
             Next::General => return c.general(),
             Next::Read if c.input.len() >= limits.max_header_bytes => return c.general(),
             // Stopping and idle, unless a request is already on its way in.
-            Next::Read if c.input.is_empty() && c.stopping && stream::unread(&c.client) != Unread::Bytes => {
+            Next::Read if c.input.is_empty() && c.stopping && !stream::has_unread(&c.client) => {
                 return Ended::Closed;
             }
             Next::Read => {
