@@ -18,7 +18,7 @@
 # process it starts is ended by pid on exit, failure included.
 # Knobs: BENCH_ROUNDS (5), BENCH_SECS (5), BENCH_WS (5000), BENCH_WS_HOLD (30),
 # BENCH_PORT_BASE (28080), BENCH_OUT (BENCHMARKS.md).
-# BENCH_ONLY=proxy or BENCH_ONLY=shim: only that phase, its figures printed to
+# BENCH_ONLY=proxy, shim or scale (1 route vs 1,000): only that phase, its figures printed to
 # stdout and BENCHMARKS.md left alone (for trying a change; the report needs a
 # full run).
 set -euo pipefail
@@ -136,22 +136,30 @@ cpu_ticks() {
 }
 
 # ---------------------------------------------------------------- wrk
-# One wrk run: prints "req/s p50_ms p99_ms errors cpu_us_per_req".
-wrk_once() { # port conns host cpu-pid
-    local before after out
+# One wrk run: prints "req/s p50_ms p99_ms errors cpu_us_per_req", and with a
+# control pid (the backend) a sixth column: the control's CPU µs/req.
+wrk_once() { # port conns host cpu-pid [control-pid]
+    local before after out ctl0=0 ctl1=0
     before=$(cpu_ticks "$4")
+    [ -n "${5:-}" ] && ctl0=$(cpu_ticks "$5")
     out=$(wrk -t1 -c"$2" -d"${SECS}s" --latency -H "Host: $3" "http://127.0.0.1:$1/" 2>&1 || true)
     after=$(cpu_ticks "$4")
+    [ -n "${5:-}" ] && ctl1=$(cpu_ticks "$5")
     printf '%s\n' "$out" >>"$W/logs/wrk-all"
-    printf '%s\n' "$out" | awk -v ticks=$((after - before)) -v hz="$(getconf CLK_TCK)" '
+    printf '%s\n' "$out" | awk -v ticks=$((after - before)) -v ctl=$((ctl1 - ctl0)) -v want_ctl="${5:+1}" -v hz="$(getconf CLK_TCK)" '
         function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
+        function per_req(t) { return n > 0 ? t * 1e6 / hz / n : 0 }
         $1 == "50%" { p50 = ms($2) }
         $1 == "99%" { p99 = ms($2) }
         /^Requests\/sec/ { rps = $2 }
         /^ +Non-2xx/ { err += $NF }
         /Socket errors/ { gsub(/[^0-9 ]/, " "); for (i = 1; i <= NF; i++) err += $i }
         /requests in/ { n = $1 }
-        END { printf "%.0f %.3f %.3f %d %.2f\n", rps, p50, p99, err, (n > 0 ? ticks * 1e6 / hz / n : 0) }'
+        END {
+            printf "%.0f %.3f %.3f %d %.2f", rps, p50, p99, err, per_req(ticks)
+            if (want_ctl) printf " %.2f", per_req(ctl)
+            printf "\n"
+        }'
 }
 
 # Median of column $2 of file $1.
@@ -284,7 +292,8 @@ proxy_phase() {
 }
 
 # 1 route vs 1,000: the extra instances' sockets are moved into run/ and out
-# again between rounds (a rename, which the router's watch sees).
+# again (a rename, which the router's watch sees); which count is measured
+# first alternates from round to round.
 scale_phase() {
     say "registering $SCALE_N instances"
     mkdir -p "$W/park"
@@ -292,18 +301,21 @@ scale_phase() {
     local holder=$LAST_PID
     local i
     for i in $(seq 1 200); do grep -q ready "$W/logs/holder" && break; sleep 0.05; done
-    local r
-    for ((r = 0; r < 3; r++)); do
-        say "routes: 1, round $((r + 1))/3"
-        wrk_once "$P_ROUTER" 50 main.bench.localhost "$PID_ROUTER" >>"$W/res/routes.1"
-        find "$W/park" -name '*.sock' -exec mv -t "$RUN" {} +
-        rescan
-        wait_routed "f$(printf %04d $((SCALE_N - 2)))"
-        [ -z "${SCALE_RSS:-}" ] && sleep 1 && SCALE_RSS=$(rss_kb "$PID_ROUTER")
-        say "routes: $SCALE_N, round $((r + 1))/3"
-        wrk_once "$P_ROUTER" 50 main.bench.localhost "$PID_ROUTER" >>"$W/res/routes.$SCALE_N"
-        find "$RUN" -name 'bench.f*.sock' -exec mv -t "$W/park" {} +
-        rescan
+    local r n
+    for ((r = 0; r < ROUNDS; r++)); do
+        for n in $( ((r % 2)) && echo "$SCALE_N 1" || echo "1 $SCALE_N"); do
+            if [ "$n" = 1 ]; then
+                find "$RUN" -name 'bench.f*.sock' -exec mv -t "$W/park" {} +
+                rescan
+            else
+                find "$W/park" -name '*.sock' -exec mv -t "$RUN" {} +
+                rescan
+                wait_routed "f$(printf %04d $((SCALE_N - 2)))"
+                [ -z "${SCALE_RSS:-}" ] && sleep 1 && SCALE_RSS=$(rss_kb "$PID_ROUTER")
+            fi
+            say "routes: $n, round $((r + 1))/$ROUNDS"
+            wrk_once "$P_ROUTER" 50 main.bench.localhost "$PID_ROUTER" "$PID_BACKEND" >>"$W/res/routes.$n"
+        done
     done
     stop_pid "$holder"
 }
@@ -377,6 +389,19 @@ ws_phase() {
 
 # ---------------------------------------------------------------- report
 col() { median "$W/res/$1" "$2"; }
+
+# The route-count figures: r<N> req/s, c<N> router CPU µs/req, b<N> the
+# backend's, k<N> router CPU per request in units of the backend's, measured
+# run by run (the backend does the same work whatever the route count, so k
+# does not move with the speed of this shared machine at that moment); cost:
+# k with SCALE_N routes vs 1, in %.
+scale_figures() {
+    local n
+    for n in 1 "$SCALE_N"; do
+        awk '{ print $5 / $6 }' "$W/res/routes.$n" >"$W/res/routes.$n.k"
+        echo "r$n=$(col "routes.$n" 1) c$n=$(col "routes.$n" 5) b$n=$(col "routes.$n" 6) k$n=$(col "routes.$n.k" 1)"
+    done
+}
 errs() { awk '{ e += $4 } END { print e + 0 }' "$W/res/$1"; }
 abs() { awk -v a="$1" 'BEGIN { printf "%.1f", (a < 0 ? -a : a) }'; }
 both() { local v; for v in "$@"; do [ "$v" = met ] || { echo "**missed**"; return; }; done; echo met; }
@@ -428,8 +453,8 @@ EOF
 
 write_report() {
     eval "$(json_figures)"
-    local r1 r1000 c1 c1000 nw nn st_true_p st_true_s st_py_p st_py_s
-    r1=$(col routes.1 1) r1000=$(col routes.$SCALE_N 1) c1=$(col routes.1 5) c1000=$(col routes.$SCALE_N 5)
+    local r1 r1000 c1 c1000 b1 b1000 k1 k1000 nw nn st_true_p st_true_s st_py_p st_py_s
+    eval "$(scale_figures)"
     nw=$(col node.wrapped 1) nn=$(col node.native 1)
     st_true_p=$(col startup.true 1) st_true_s=$(col startup.true 2)
     st_py_p=$(col "startup.$(basename "$(python3 -c 'import sys; print(sys.executable)')")" 1)
@@ -437,12 +462,12 @@ write_report() {
     local d_true d_py cost
     d_true=$(awk -v a="$st_true_s" -v b="$st_true_p" 'BEGIN { printf "%.2f", a - b }')
     d_py=$(awk -v a="$st_py_s" -v b="$st_py_p" 'BEGIN { printf "%.2f", a - b }')
-    cost=$(awk -v a="$c1000" -v b="$c1" 'BEGIN { printf "%+.1f", (b > 0 ? (a / b - 1) * 100 : 0) }')
+    cost=$(awk -v a="$k1000" -v b="$k1" 'BEGIN { printf "%+.1f", (b > 0 ? (a / b - 1) * 100 : 0) }')
     cat <<EOF
 # Benchmarks
 
 Written by \`scripts/bench.sh\` — do not edit by hand; run \`sudo scripts/bench.sh\` (or as root) to refresh it.
-Figures are medians of $ROUNDS runs (3 for the route-count and start-up rows); in every round the systems compared
+Figures are medians of $ROUNDS runs (3 for the start-up row); in every round the systems compared
 are run one after another, in an order that rotates from round to round. This machine is shared with other work:
 read the load average before reading the figures.
 
@@ -466,14 +491,17 @@ $(proxy_checks)
 ## Route table size
 
 Per-request cost through the router with 1 route and with $SCALE_N instances registered (bare sockets of
-one app, moved into \`run/\` and out again between rounds), \`wrk -t1 -c50\` to \`main.bench.localhost\`.
+one app, moved into \`run/\` and out again; which count goes first alternates), \`wrk -t1 -c50\` to \`main.bench.localhost\`.
 
-| routes | req/s | p99 ms | router CPU µs/req |
-|---:|---:|---:|---:|
-| 1 | $r1 | $(col routes.1 3) | $c1 |
-| $SCALE_N | $r1000 | $(col routes.$SCALE_N 3) | $c1000 |
+| routes | req/s | p99 ms | router CPU µs/req | backend CPU µs/req | router CPU / backend CPU |
+|---:|---:|---:|---:|---:|---:|
+| 1 | $r1 | $(col routes.1 3) | $c1 | $b1 | $(printf %.3f "$k1") |
+| $SCALE_N | $r1000 | $(col routes.$SCALE_N 3) | $c1000 | $b1000 | $(printf %.3f "$k1000") |
 
-CPU per request with $SCALE_N routes vs 1: ${cost}% (target: within ±5%: $(check "$(abs "$cost")" 5 '<=')).
+Cost per request with $SCALE_N routes vs 1: ${cost}% (target: within ±5%: $(check "$(abs "$cost")" 5 '<=')). The cost
+is the router's CPU per request in units of the backend's, taken run by run: the backend does the same work whatever
+the route count, so this cancels the speed of this shared machine at the moment of each run, which moves the raw CPU
+figures of every process together by several percent.
 
 ## Memory
 
@@ -542,8 +570,8 @@ EOF
 # ---------------------------------------------------------------- main
 main() {
     case ${BENCH_ONLY:-} in
-    "" | proxy | shim) ;;
-    *) die "BENCH_ONLY: expected proxy or shim, got $BENCH_ONLY" ;;
+    "" | proxy | shim | scale) ;;
+    *) die "BENCH_ONLY: expected proxy, shim or scale, got $BENCH_ONLY" ;;
     esac
     install_tools
     ulimit -n "$(ulimit -Hn)"
@@ -576,6 +604,14 @@ main() {
     shim)
         shim_phase
         echo "wrapped $(col node.wrapped 1) req/s, native $(col node.native 1) req/s, ratio $(ratio "$(col node.wrapped 1)" "$(col node.native 1)")"
+        return
+        ;;
+    scale)
+        scale_phase
+        local r1 r1000 c1 c1000 b1 b1000 k1 k1000
+        eval "$(scale_figures)"
+        echo "router CPU µs/req (backend's; ratio): 1 route $c1 ($b1; $k1), $SCALE_N routes $c1000 ($b1000; $k1000):" \
+            "$(awk -v a="$k1000" -v b="$k1" 'BEGIN { printf "%+.1f", (a / b - 1) * 100 }')%"
         return
         ;;
     esac

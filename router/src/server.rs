@@ -1,5 +1,5 @@
 //! Accepting clients: one accept loop per listener on the main thread hands
-//! each connection to the least loaded shard (see `shards`), where a span
+//! each connection to a shard (see `shards`, which says which), where a span
 //! and a task serve it to the end: on the lean path (`lean`) while its
 //! requests are plain, then on hyper (HTTP/1.1, or h2c chosen by the
 //! client's first bytes). (Shards accepting for themselves from a shared socket let one
@@ -30,6 +30,7 @@ use crate::headers::Forwarded;
 use crate::lean;
 use crate::limits::{self, Activity};
 use crate::proxy::{self, ConnCtx};
+use crate::shards;
 use crate::state::Shared;
 
 /// Open connections, for draining: the receiver sees the channel close when
@@ -111,11 +112,10 @@ async fn accept_loop(listener: TcpListener, server: Arc<Server>) {
     }
 }
 
-/// Serves a connection on the shard with the fewest open ones.
+/// Serves a connection on the shard [`shards::pick`] chooses.
 fn hand_off(server: &Arc<Server>, stream: std::net::TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit) {
     let shared = &server.shared;
-    let (i, _) =
-        server.load.iter().enumerate().min_by_key(|(_, n)| n.load(Ordering::Relaxed)).unwrap_or((0, &server.load[0]));
+    let i = shards::pick(&server.load);
     server.load[i].fetch_add(1, Ordering::Relaxed);
     let local_port = stream.local_addr().map_or(shared.port, |a| a.port());
     let forwarded = Forwarded::new(peer, local_port);
