@@ -317,6 +317,9 @@ scale_phase() {
             wrk_once "$P_ROUTER" 50 main.bench.localhost "$PID_ROUTER" "$PID_BACKEND" >>"$W/res/routes.$n"
         done
     done
+    # Out again, so that later phases see one route (and rescans no dead sockets).
+    find "$RUN" -name 'bench.f*.sock' -exec mv -t "$W/park" {} +
+    rescan
     stop_pid "$holder"
 }
 
