@@ -8,19 +8,21 @@
 #     always), caddy, and the backend over TCP with no proxy as the ceiling;
 #     wrk -t1 --latency at -c50 and -c500, the systems alternated round by
 #     round, each figure the median of $BENCH_ROUNDS runs;
-#   - per-request cost with 1 vs 1,000 routes, idle RSS, RSS with 1,000
+#   - per-request cost with 1 vs 1,000 routes (paired rounds, the router's
+#     CPU counted in units of the backend's), idle RSS, RSS with 1,000
 #     instances, 5,000 WebSocket tunnels held 30 s;
 #   - shim overhead: a Node server wrapped vs listening natively on a UDS,
-#     both behind the router; process start-up with and without the shim;
+#     both behind the router; process start-up with and without the shim
+#     (paired short rounds);
 #   - discovery: listen() -> first routed 200, SIGKILL -> route gone.
 #
 # Needs root (or sudo) only to install missing tools from Debian. Every
 # process it starts is ended by pid on exit, failure included.
 # Knobs: BENCH_ROUNDS (5), BENCH_SECS (5), BENCH_WS (5000), BENCH_WS_HOLD (30),
 # BENCH_PORT_BASE (28080), BENCH_OUT (BENCHMARKS.md).
-# BENCH_ONLY=proxy, shim, scale (1 route vs 1,000) or startup: only that phase, its figures printed to
-# stdout and BENCHMARKS.md left alone (for trying a change; the report needs a
-# full run).
+# BENCH_ONLY=proxy, shim, scale (1 route vs 1,000) or startup: only that
+# phase, its figures printed to stdout and BENCHMARKS.md left alone (for
+# trying a change; the report needs a full run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -34,6 +36,7 @@ BASE=${BENCH_PORT_BASE:-28080}
 OUT=${BENCH_OUT:-$root/BENCHMARKS.md}
 SCALE_N=1000
 STARTUP_ROUNDS=11 STARTUP_RUNS=40
+SCALE_ROUNDS=$((ROUNDS * 2 - 1)) # a route-count round compares two runs of one system: more of them
 
 P_ROUTER=$BASE P_DIRECT=$((BASE + 1)) P_NGINX=$((BASE + 2)) P_HAPROXY=$((BASE + 3)) P_CADDY=$((BASE + 4))
 
@@ -303,7 +306,7 @@ scale_phase() {
     local i
     for i in $(seq 1 200); do grep -q ready "$W/logs/holder" && break; sleep 0.05; done
     local r n
-    for ((r = 0; r < ROUNDS; r++)); do
+    for ((r = 0; r < SCALE_ROUNDS; r++)); do
         for n in $( ((r % 2)) && echo "$SCALE_N 1" || echo "1 $SCALE_N"); do
             if [ "$n" = 1 ]; then
                 find "$RUN" -name 'bench.f*.sock' -exec mv -t "$W/park" {} +
@@ -314,7 +317,7 @@ scale_phase() {
                 wait_routed "f$(printf %04d $((SCALE_N - 2)))"
                 [ -z "${SCALE_RSS:-}" ] && sleep 1 && SCALE_RSS=$(rss_kb "$PID_ROUTER")
             fi
-            say "routes: $n, round $((r + 1))/$ROUNDS"
+            say "routes: $n, round $((r + 1))/$SCALE_ROUNDS"
             wrk_once "$P_ROUTER" 50 main.bench.localhost "$PID_ROUTER" "$PID_BACKEND" >>"$W/res/routes.$n"
         done
     done
@@ -399,16 +402,17 @@ col() { median "$W/res/$1" "$2"; }
 spread() { sort -g -k"$2,$2" "$W/res/$1" | awk -v c="$2" 'NR == 1 { lo = $c } { hi = $c } END { printf "%.2f … %.2f", lo, hi }'; }
 
 # The route-count figures: r<N> req/s, c<N> router CPU µs/req, b<N> the
-# backend's, k<N> router CPU per request in units of the backend's, measured
-# run by run (the backend does the same work whatever the route count, so k
-# does not move with the speed of this shared machine at that moment); cost:
-# k with SCALE_N routes vs 1, in %.
+# backend's (medians), and cost: the change in the router's CPU per request
+# counted in units of the backend's (which does the same work whatever the
+# route count, so the speed of this shared machine at that moment cancels
+# out), with SCALE_N routes vs 1 in the same round, in %; median of rounds.
 scale_figures() {
     local n
     for n in 1 "$SCALE_N"; do
-        awk '{ print $5 / $6 }' "$W/res/routes.$n" >"$W/res/routes.$n.k"
-        echo "r$n=$(col "routes.$n" 1) c$n=$(col "routes.$n" 5) b$n=$(col "routes.$n" 6) k$n=$(col "routes.$n.k" 1)"
+        echo "r$n=$(col "routes.$n" 1) c$n=$(col "routes.$n" 5) b$n=$(col "routes.$n" 6)"
     done
+    paste "$W/res/routes.1" "$W/res/routes.$SCALE_N" | awk '{ print (($11 / $12) / ($5 / $6) - 1) * 100 }' >"$W/res/routes.cost"
+    echo "cost=$(printf %+.1f "$(col routes.cost 1)") cost_range='$(spread routes.cost 1)'"
 }
 errs() { awk '{ e += $4 } END { print e + 0 }' "$W/res/$1"; }
 abs() { awk -v a="$1" 'BEGIN { printf "%.1f", (a < 0 ? -a : a) }'; }
@@ -461,23 +465,22 @@ EOF
 
 write_report() {
     eval "$(json_figures)"
-    local r1 r1000 c1 c1000 b1 b1000 k1 k1000 nw nn st_true_p st_true_s st_py_p st_py_s
+    local r1 r1000 c1 c1000 b1 b1000 cost cost_range nw nn st_true_p st_true_s st_py_p st_py_s
     eval "$(scale_figures)"
     nw=$(col node.wrapped 1) nn=$(col node.native 1)
     st_true_p=$(col startup.true 1) st_true_s=$(col startup.true 2)
     st_py_p=$(col "startup.$(basename "$(python3 -c 'import sys; print(sys.executable)')")" 1)
     st_py_s=$(col "startup.$(basename "$(python3 -c 'import sys; print(sys.executable)')")" 2)
-    local d_true d_py cost
+    local d_true d_py
     d_true=$(printf %.2f "$(col startup.true 3)")
     d_py=$(printf %.2f "$(col "startup.$(basename "$(python3 -c 'import sys; print(sys.executable)')")" 3)")
-    cost=$(awk -v a="$k1000" -v b="$k1" 'BEGIN { printf "%+.1f", (b > 0 ? (a / b - 1) * 100 : 0) }')
     cat <<EOF
 # Benchmarks
 
 Written by \`scripts/bench.sh\` — do not edit by hand; run \`sudo scripts/bench.sh\` (or as root) to refresh it.
-Figures are medians of $ROUNDS runs ($STARTUP_ROUNDS for the start-up rows); in every round the systems compared
-are run one after another, in an order that rotates from round to round. This machine is shared with other work:
-read the load average before reading the figures.
+Figures are medians of $ROUNDS runs ($SCALE_ROUNDS for the route-count rows, $STARTUP_ROUNDS for the start-up rows); in
+every round the systems compared are run one after another, in an order that rotates from round to round. This
+machine is shared with other work: read the load average before reading the figures.
 
 - Date: $DATE
 - Machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo) RAM, Linux $(uname -r)
@@ -501,15 +504,15 @@ $(proxy_checks)
 Per-request cost through the router with 1 route and with $SCALE_N instances registered (bare sockets of
 one app, moved into \`run/\` and out again; which count goes first alternates), \`wrk -t1 -c50\` to \`main.bench.localhost\`.
 
-| routes | req/s | p99 ms | router CPU µs/req | backend CPU µs/req | router CPU / backend CPU |
-|---:|---:|---:|---:|---:|---:|
-| 1 | $r1 | $(col routes.1 3) | $c1 | $b1 | $(printf %.3f "$k1") |
-| $SCALE_N | $r1000 | $(col routes.$SCALE_N 3) | $c1000 | $b1000 | $(printf %.3f "$k1000") |
+| routes | req/s | p99 ms | router CPU µs/req | backend CPU µs/req |
+|---:|---:|---:|---:|---:|
+| 1 | $r1 | $(col routes.1 3) | $c1 | $b1 |
+| $SCALE_N | $r1000 | $(col routes.$SCALE_N 3) | $c1000 | $b1000 |
 
-Cost per request with $SCALE_N routes vs 1: ${cost}% (target: within ±5%: $(check "$(abs "$cost")" 5 '<=')). The cost
-is the router's CPU per request in units of the backend's, taken run by run: the backend does the same work whatever
-the route count, so this cancels the speed of this shared machine at the moment of each run, which moves the raw CPU
-figures of every process together by several percent.
+Cost per request with $SCALE_N routes vs 1: ${cost}% (target: within ±5%: $(check "$(abs "$cost")" 5 '<=')); the rounds
+gave $cost_range %. The cost is the router's CPU per request in units of the backend's, compared within each round:
+the backend does the same work whatever the route count, so this cancels the speed of this shared machine at the
+moment of each run, which moves the raw CPU figures of every process together by several percent.
 
 ## Memory
 
@@ -625,10 +628,9 @@ main() {
         ;;
     scale)
         scale_phase
-        local r1 r1000 c1 c1000 b1 b1000 k1 k1000
+        local r1 r1000 c1 c1000 b1 b1000 cost cost_range
         eval "$(scale_figures)"
-        echo "router CPU µs/req (backend's; ratio): 1 route $c1 ($b1; $k1), $SCALE_N routes $c1000 ($b1000; $k1000):" \
-            "$(awk -v a="$k1000" -v b="$k1" 'BEGIN { printf "%+.1f", (a / b - 1) * 100 }')%"
+        echo "router CPU µs/req (backend's): 1 route $c1 ($b1), $SCALE_N routes $c1000 ($b1000): cost $cost% ($cost_range)"
         return
         ;;
     esac
