@@ -18,7 +18,7 @@
 #
 # Needs root (or sudo) only to install missing tools from Debian. Every
 # process it starts is ended by pid on exit, failure included.
-# Knobs: BENCH_ROUNDS (5), BENCH_SECS (5), BENCH_WS (5000), BENCH_WS_HOLD (30),
+# Knobs: BENCH_ROUNDS (7), BENCH_SECS (5), BENCH_WS (5000), BENCH_WS_HOLD (30),
 # BENCH_PORT_BASE (28080), BENCH_OUT (BENCHMARKS.md).
 # BENCH_ONLY=proxy, shim, scale (1 route vs 1,000) or startup: only that
 # phase, its figures printed to stdout and BENCHMARKS.md left alone (for
@@ -28,7 +28,7 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 here=$root/scripts/bench
 
-ROUNDS=${BENCH_ROUNDS:-5}
+ROUNDS=${BENCH_ROUNDS:-7}
 SECS=${BENCH_SECS:-5}
 WS_N=${BENCH_WS:-5000}
 WS_HOLD=${BENCH_WS_HOLD:-30}
@@ -419,30 +419,32 @@ abs() { awk -v a="$1" 'BEGIN { printf "%.1f", (a < 0 ? -a : a) }'; }
 both() { local v; for v in "$@"; do [ "$v" = met ] || { echo "**missed**"; return; }; done; echo met; }
 check() { if awk -v a="$1" -v b="$2" "BEGIN { exit !(a $3 b) }"; then echo met; else echo "**missed**"; fi; }
 
+# Median over rounds of column $3 of $1's run divided by $2's in the same round
+# (both were run within seconds of each other, so a slower or faster spell of
+# this shared machine affects both).
+paired() { paste "$W/res/$1" "$W/res/$2" | awk -v c="$3" -v n="$(head -n1 "$W/res/$1" | wc -w)" '{ print $c / $(n + c) }' >"$W/res/pair"; printf %.3f "$(col pair 1)"; }
+
 proxy_table() {
     local c sys
     echo "| -c | system | req/s | p50 ms | p99 ms | CPU µs/req | errors | req/s vs nginx | req/s vs haproxy |"
     echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|"
     for c in 50 500; do
-        local ng hp
-        ng=$(col nginx.$c 1) hp=$(col haproxy.$c 1)
         for sys in router nginx haproxy caddy direct; do
-            local rps label=$sys
-            rps=$(col "$sys.$c" 1)
+            local label=$sys
             [ "$sys" = router ] && label="**agentfs router**"
             [ "$sys" = direct ] && label="backend direct over TCP (ceiling)"
-            echo "| $c | $label | $rps | $(col "$sys.$c" 2) | $(col "$sys.$c" 3) | $(col "$sys.$c" 5) | $(errs "$sys.$c") | $(ratio "$rps" "$ng") | $(ratio "$rps" "$hp") |"
+            echo "| $c | $label | $(col "$sys.$c" 1) | $(col "$sys.$c" 2) | $(col "$sys.$c" 3) | $(col "$sys.$c" 5) | $(errs "$sys.$c") | $(paired "$sys.$c" nginx.$c 1) | $(paired "$sys.$c" haproxy.$c 1) |"
         done
     done
 }
 
 proxy_checks() {
-    local c r
+    local c vn vh p99
     for c in 50 500; do
-        r=$(col router.$c 1)
-        echo "| router ≥ 1.0× nginx req/s at -c$c | $(ratio "$r" "$(col nginx.$c 1)")× | $(check "$r" "$(col nginx.$c 1)" '>=') |"
-        echo "| router ≥ 1.0× haproxy req/s at -c$c | $(ratio "$r" "$(col haproxy.$c 1)")× | $(check "$r" "$(col haproxy.$c 1)" '>=') |"
-        echo "| router p99 ≤ nginx p99 at -c$c | $(col router.$c 3) ms vs $(col nginx.$c 3) ms | $(check "$(col router.$c 3)" "$(col nginx.$c 3)" '<=') |"
+        vn=$(paired router.$c nginx.$c 1) vh=$(paired router.$c haproxy.$c 1) p99=$(paired router.$c nginx.$c 3)
+        echo "| router ≥ 1.0× nginx req/s at -c$c | ${vn}× | $(check "$vn" 1 '>=') |"
+        echo "| router ≥ 1.0× haproxy req/s at -c$c | ${vh}× | $(check "$vh" 1 '>=') |"
+        echo "| router p99 ≤ nginx p99 at -c$c | ${p99}× ($(col router.$c 3) ms vs $(col nginx.$c 3) ms) | $(check "$p99" 1 '<=') |"
     done
 }
 
@@ -492,6 +494,7 @@ machine is shared with other work: read the load average before reading the figu
 Backend: nginx, 1 worker, \`return 200 "ok\n"\` on a Unix socket (and on TCP for the ceiling row). Load:
 \`wrk -t1 -c<N> -d${SECS}s --latency -H 'Host: bench.localhost' http://127.0.0.1:<port>/\`. CPU µs/req is the
 user+system CPU time of the proxy's processes (the backend's, for the ceiling row) divided by the requests served.
+The ratios are paired: the median over rounds of the ratio between two systems' runs in the same round.
 
 $(proxy_table)
 
