@@ -116,12 +116,13 @@ async fn accept_loop(listener: TcpListener, server: Arc<Server>) {
 fn hand_off(server: &Arc<Server>, stream: std::net::TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit) {
     let shared = &server.shared;
     let i = shards::pick(&server.load);
-    server.load[i].fetch_add(1, Ordering::Relaxed);
+    // Counted from here, and until the task ends or is dropped unrun.
+    let load = Load::new(server.clone(), i);
     let local_port = stream.local_addr().map_or(shared.port, |a| a.port());
     let forwarded = Forwarded::new(peer, local_port);
     let srv = server.clone();
     let task = async move {
-        let _load = Load(&srv.load[i]);
+        let _load = load;
         match TcpStream::from_std(stream) {
             Ok(stream) => serve_conn(stream, forwarded, permit, &srv).await,
             Err(e) => tracing::warn!(error = %e, "cannot serve a connection"),
@@ -135,11 +136,18 @@ fn hand_off(server: &Arc<Server>, stream: std::net::TcpStream, peer: SocketAddr,
 }
 
 /// A connection counted in its shard's load while it lives.
-struct Load<'a>(&'a AtomicUsize);
+struct Load(Arc<Server>, usize);
 
-impl Drop for Load<'_> {
+impl Load {
+    fn new(server: Arc<Server>, shard: usize) -> Load {
+        server.load[shard].fetch_add(1, Ordering::Relaxed);
+        Load(server, shard)
+    }
+}
+
+impl Drop for Load {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.load[self.1].fetch_sub(1, Ordering::Relaxed);
     }
 }
 
