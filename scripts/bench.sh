@@ -449,6 +449,17 @@ proxy_table() {
     done
 }
 
+proxy_rounds() {
+    local c sys
+    echo "| -c | system | each round: req/s / p99 ms |"
+    echo "|---:|---|---|"
+    for c in 50 500; do
+        for sys in router nginx haproxy; do
+            echo "| $c | $sys | $(awk '{ printf "%s%s / %s", sep, $1, $3; sep = " · " }' "$W/res/$sys.$c") |"
+        done
+    done
+}
+
 proxy_checks() {
     local c vn vh p99
     for c in 50 500; do
@@ -512,6 +523,12 @@ $(proxy_table)
 | target | measured | |
 |---|---|---|
 $(proxy_checks)
+
+Every round, in the order run (req/s / p99 ms), for the systems the targets compare. A paired ratio is the median of
+the per-round ratios, so it need not equal the ratio of the medians above when the machine's speed changed between
+rounds.
+
+$(proxy_rounds)
 
 ## Route table size
 
@@ -632,6 +649,7 @@ main() {
         proxy_phase
         proxy_table
         proxy_checks
+        proxy_rounds
         return
         ;;
     shim)
