@@ -195,8 +195,7 @@ async fn a_client_that_leaves_while_waiting_frees_the_app_connection() {
     s.write_all(get("/never", &r.url_host("shop.localhost")).as_bytes()).await.unwrap();
     support::poll(WAIT, || async { (!seen.heads.lock().unwrap().is_empty()).then_some(()) }).await.unwrap();
     drop(s);
-    let ended = support::poll(WAIT, || async { (seen.ended.load(Ordering::SeqCst) == 1).then_some(()) }).await;
-    assert!(ended.is_some(), "the router closed its app connection once the client had gone");
+    assert!(app_connection_ended(&seen).await, "the router closed its app connection once the client had gone");
     r.stop().await.unwrap();
 }
 
@@ -223,9 +222,19 @@ async fn a_body_after_plain_requests_goes_to_the_general_path() {
 async fn until_closed(r: &Router, path: &str) -> String {
     let mut s = connect(r).await;
     s.write_all(get(path, &r.url_host("shop.localhost")).as_bytes()).await.unwrap();
+    to_close(&mut s).await
+}
+
+/// The rest of what the router sends on `s`, once it closes the connection.
+async fn to_close(s: &mut TcpStream) -> String {
     let mut out = Vec::new();
     tokio::time::timeout(WAIT, s.read_to_end(&mut out)).await.expect("the router closes the connection").unwrap();
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether the app saw its connection from the router end, within `WAIT`.
+async fn app_connection_ended(seen: &Seen) -> bool {
+    support::poll(WAIT, || async { (seen.ended.load(Ordering::SeqCst) == 1).then_some(()) }).await.is_some()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -253,8 +262,7 @@ async fn a_client_that_leaves_mid_stream_frees_the_app_connection() {
     s.write_all(get("/hold", &r.url_host("shop.localhost")).as_bytes()).await.unwrap();
     read_until(&mut s, "hello", WAIT).await;
     drop(s);
-    let ended = support::poll(WAIT, || async { (seen.ended.load(Ordering::SeqCst) == 1).then_some(()) }).await;
-    assert!(ended.is_some(), "the router closed its app connection once the client had gone");
+    assert!(app_connection_ended(&seen).await, "the router closed its app connection once the client had gone");
     r.stop().await.unwrap();
 }
 
@@ -267,9 +275,7 @@ async fn pipelined_requests_then_a_half_close_get_the_answers_in_hand() {
     let mut s = connect(&r).await;
     s.write_all(format!("{}{}", get("/len", &host), get("/len", &host)).as_bytes()).await.unwrap();
     s.shutdown().await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut out)).await.expect("closed").unwrap();
-    let got = String::from_utf8_lossy(&out);
+    let got = to_close(&mut s).await;
     assert!(got.starts_with("HTTP/1.1 200 OK\r\n") && got.contains("\r\n\r\nhello"), "{got}");
     r.stop().await.unwrap();
 }
@@ -294,9 +300,7 @@ async fn a_request_that_arrives_as_the_router_stops_is_served() {
         support::poll(WAIT, || async { TcpStream::connect(("127.0.0.1", port)).await.is_err().then_some(()) }).await;
     assert!(refused.is_some(), "the router stopped accepting");
     s.write_all(get("/len", &host).as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut out)).await.expect("closed after the answer").unwrap();
-    let got = String::from_utf8_lossy(&out);
+    let got = to_close(&mut s).await;
     assert!(got.starts_with("HTTP/1.1 200 OK\r\n") && got.ends_with("hello"), "{got}");
     stopping.await.unwrap().unwrap();
 }
