@@ -461,12 +461,14 @@ proxy_rounds() {
 }
 
 proxy_checks() {
-    local c vn vh p99
+    local c vn vh p99 p99h
     for c in 50 500; do
-        vn=$(paired router.$c nginx.$c 1) vh=$(paired router.$c haproxy.$c 1) p99=$(paired router.$c nginx.$c 3)
+        vn=$(paired router.$c nginx.$c 1) vh=$(paired router.$c haproxy.$c 1)
+        p99=$(paired router.$c nginx.$c 3) p99h=$(paired router.$c haproxy.$c 3)
         echo "| router ≥ 1.0× nginx req/s at -c$c | $(r3 "$vn")× | $(check "$vn" 1 '>=') |"
         echo "| router ≥ 1.0× haproxy req/s at -c$c | $(r3 "$vh")× | $(check "$vh" 1 '>=') |"
         echo "| router p99 ≤ nginx p99 at -c$c | $(r3 "$p99")× ($(col router.$c 3) ms vs $(col nginx.$c 3) ms) | $(check "$p99" 1 '<=') |"
+        echo "| router p99 ≤ haproxy p99 at -c$c (SPEC; the issue asks only nginx's) | $(r3 "$p99h")× ($(col router.$c 3) ms vs $(col haproxy.$c 3) ms) | $(check "$p99h" 1 '<=') |"
     done
 }
 
