@@ -38,14 +38,19 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Send a host to a Unix socket, host:port or port (kept across restarts).
+    /// Send a host to an HTTP server: a Unix socket, host:port or port (kept across restarts).
     #[command(after_help = "Examples:\n  agentfs route api.localhost 127.0.0.1:9000\n  \
-        agentfs route docs.localhost /tmp/docs.sock\n  agentfs route db.localhost 5432")]
+        agentfs route docs.localhost /tmp/docs.sock\n  agentfs route storybook.localhost 6006\n\n\
+        Targets are HTTP servers of yours on this machine: loopback ports, or Unix sockets you own outside\n\
+        the agentfs home. Another host only with --allow-remote; link-local addresses never.")]
     Route {
         /// Host under .localhost, e.g. api.localhost.
         host: String,
         /// /path/to.sock | host:port | port.
         target: String,
+        /// Allow a TCP target that is not on this machine's loopback (a server on the LAN).
+        #[arg(long)]
+        allow_remote: bool,
     },
     /// Remove a route added with `agentfs route`.
     #[command(after_help = "Example:\n  agentfs unroute api.localhost")]
@@ -96,7 +101,7 @@ pub struct WrapArgs {
 #[derive(Debug, Subcommand)]
 pub enum RouterCommand {
     /// Run the router in the foreground.
-    Run(PortArg),
+    Run(RunArgs),
     /// Start the router in the background (no-op if it runs).
     Start(PortArg),
     /// Stop the router (waits for in-flight requests).
@@ -107,6 +112,15 @@ pub enum RouterCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub port: PortArg,
+    /// Log to this file, rotated by size while running (set by `router start`).
+    #[arg(long, value_name = "PATH", hide = true)]
+    pub log_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

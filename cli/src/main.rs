@@ -6,7 +6,7 @@
 //! - `wrap` — `agentfs wrap -- CMD`, with `identity` (app/instance names),
 //!   `shim` (the embedded shim), `program` (can the shim enter CMD?), `launch` (SIP-proof start),
 //!   `signals` (forwarding), `watch` (banner, PORT fallback route).
-//! - `ps`, `route`, `router_ctl`, `doctor` — the other commands.
+//! - `ps`, `route`, `router_ctl` (with `router_log`, the rotated log), `doctor` — the other commands.
 //! - `sys` — the system calls std lacks (kill, setsid, the parent-death signal).
 #![deny(unsafe_code)]
 
@@ -19,6 +19,7 @@ mod program;
 mod ps;
 mod route;
 mod router_ctl;
+mod router_log;
 mod shim;
 mod signals;
 mod sys;
@@ -39,7 +40,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Wrap(w) => wrap::run(w),
         Command::Ps { json } => ps::run(json),
-        Command::Route { host, target } => route::route(&host, &target),
+        Command::Route { host, target, allow_remote } => route::route(&host, &target, allow_remote),
         Command::Unroute { host } => route::unroute(&host),
         Command::Router(r) => router_ctl::run(r),
         Command::Doctor { command } => doctor::run(&command),
@@ -49,9 +50,26 @@ fn main() -> ExitCode {
         }
     };
     result.unwrap_or_else(|e| {
-        eprintln!("agentfs: {}", one_line(&format!("{e:#}")));
+        eprintln!("agentfs: {}", one_line(&error_text(&e)));
         ExitCode::FAILURE
     })
+}
+
+/// The error and its causes, each cause once: errors that already show
+/// their source (`cannot create X: <os error>`) are not followed by it again.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
 }
 
 /// Help and version as clap prints them; usage errors as one line.
@@ -74,4 +92,19 @@ fn usage_error(e: &clap::Error) -> ExitCode {
 
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causes_are_not_repeated() {
+        let os = std::io::Error::from_raw_os_error(20);
+        let shown = format!("cannot create /x: {os}");
+        let e = anyhow::Error::new(os).context(shown.clone()).context("wrapping");
+        assert_eq!(error_text(&e), format!("wrapping: {shown}"));
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_text(&plain), "outer: inner");
+    }
 }

@@ -1,22 +1,25 @@
 //! `agentfs route HOST TARGET` / `agentfs unroute HOST`: static routes.
 //! Through the router's API when it runs, else straight into routes.json
-//! (which the router reads when it starts).
+//! (which the router reads when it starts), under the same lock the router
+//! takes, so concurrent edits never lose a route. Targets are checked by
+//! `agentfs_registry::static_target` here and again by the router.
 
 use std::process::ExitCode;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 
 use agentfs_registry::names::url;
 use agentfs_registry::routes::{StaticRoutes, normalize_host};
-use agentfs_registry::{Home, Target};
+use agentfs_registry::{Home, Target, static_target};
 use agentfs_router::client::{self, ClientError};
 
 use crate::router_ctl;
 
-pub fn route(host: &str, target: &str) -> Result<ExitCode> {
+pub fn route(host: &str, target: &str, allow_remote: bool) -> Result<ExitCode> {
     let home = Home::from_env()?;
     let host = normalize_host(host).map_err(|e| anyhow::anyhow!("{host}: {e}"))?;
     let parsed: Target = target.parse()?;
+    static_target::check_new(&home, &parsed, allow_remote).map_err(|e| anyhow::anyhow!("{host}: {e}"))?;
     if let Target::Unix(p) = &parsed {
         if !p.exists() {
             eprintln!(
@@ -25,13 +28,11 @@ pub fn route(host: &str, target: &str) -> Result<ExitCode> {
             );
         }
     }
-    match client::put_static(&home, &host, &parsed.to_string()) {
+    match client::put_static(&home, &host, &parsed.to_string(), allow_remote) {
         Ok(_) => {}
         Err(ClientError::NotRunning(_)) => {
             home.ensure()?;
-            let mut routes = StaticRoutes::load(&home.routes_file())?;
-            routes.routes.insert(host.clone(), parsed.clone());
-            routes.save(&home.routes_file())?;
+            StaticRoutes::edit(&home, |r| r.routes.insert(host.clone(), parsed.clone()))?;
         }
         Err(e) => return Err(e.into()),
     }
@@ -43,16 +44,16 @@ pub fn route(host: &str, target: &str) -> Result<ExitCode> {
 pub fn unroute(host: &str) -> Result<ExitCode> {
     let home = Home::from_env()?;
     let host = normalize_host(host).map_err(|e| anyhow::anyhow!("{host}: {e}"))?;
-    let mut routes = StaticRoutes::load(&home.routes_file())?;
-    if !routes.routes.contains_key(&host) {
-        bail!("there is no static route for {host}; `agentfs ps` and the dashboard list what is routed");
-    }
+    let missing =
+        || anyhow::anyhow!("there is no static route for {host}; `agentfs ps` and the dashboard list what is routed");
     match client::delete_static(&home, &host) {
         Ok(()) => {}
         Err(ClientError::NotRunning(_)) => {
-            routes.routes.remove(&host);
-            routes.save(&home.routes_file())?;
+            if !home.root().exists() || !StaticRoutes::edit(&home, |r| r.routes.remove(&host).is_some())? {
+                return Err(missing());
+            }
         }
+        Err(ClientError::Api { status: 404, .. }) => return Err(missing()),
         Err(e) => return Err(e.into()),
     }
     eprintln!("agentfs: removed the route for {host}");

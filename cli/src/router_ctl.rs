@@ -15,16 +15,19 @@ use agentfs_router::api::Status;
 use agentfs_router::client::{self, ClientError};
 use agentfs_router::{Config, pidfile};
 
-use crate::args::{PortArg, RouterCommand};
+use crate::args::{PortArg, RouterCommand, RunArgs};
+use crate::router_log::RotatingLog;
 use crate::sys;
 
 const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// `logs/router.log` is moved to `router.log.1` past this size, at start
+/// and while the router runs.
 const LOG_ROTATE_BYTES: u64 = 10 * 1024 * 1024;
 
 pub fn run(cmd: RouterCommand) -> Result<ExitCode> {
     let home = Home::from_env()?;
     match cmd {
-        RouterCommand::Run(p) => foreground(home, p),
+        RouterCommand::Run(r) => foreground(home, r),
         RouterCommand::Start(p) => {
             let already = running(&home)?;
             if let Some(s) = already {
@@ -81,17 +84,22 @@ fn check_port(s: &Status, wanted: Option<u16>) -> Result<()> {
     }
 }
 
-fn foreground(home: Home, p: PortArg) -> Result<ExitCode> {
+fn foreground(home: Home, r: RunArgs) -> Result<ExitCode> {
     let mut config = Config::from_env(home)?;
-    if p.port.is_some() {
-        config.port = p.port;
+    if r.port.port.is_some() {
+        config.port = r.port.port;
     }
-    config.lan = p.lan;
+    config.lan = r.port.lan;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    let ansi = std::io::stderr().is_terminal();
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match r.log_file {
+        Some(path) => logs.with_writer(RotatingLog::open(path, LOG_ROTATE_BYTES)?).with_ansi(false).init(),
+        None => {
+            use std::io::IsTerminal;
+            logs.with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).init();
+        }
+    }
     agentfs_router::run(config)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -109,7 +117,7 @@ pub fn start(home: &Home, p: &PortArg) -> Result<Status> {
     let log_start = log.seek(SeekFrom::End(0)).unwrap_or(0);
     let exe = std::env::current_exe().context("cannot find the agentfs executable")?;
     let mut cmd = Command::new(exe);
-    cmd.args(["router", "run"]).env(agentfs_registry::env::HOME, home.root());
+    cmd.args(["router", "run", "--log-file"]).arg(&log_path).env(agentfs_registry::env::HOME, home.root());
     // Started from inside a wrapped app, the router must not be an instance
     // itself: its own listener would become a Unix socket.
     for (key, _) in std::env::vars_os() {
@@ -160,7 +168,7 @@ fn reap_later(mut child: Child) {
 
 fn rotate(log: &std::path::Path) {
     if std::fs::metadata(log).is_ok_and(|m| m.len() > LOG_ROTATE_BYTES) {
-        let _ = std::fs::rename(log, log.with_extension("log.1"));
+        let _ = std::fs::rename(log, crate::router_log::rotated(log));
     }
 }
 

@@ -84,7 +84,12 @@ impl Home {
 
     /// Creates home, `run/` and `logs/` (mode 0700) where missing and checks
     /// that each is a directory of ours that no one else can write.
+    /// A missing home is made with its missing parents (those with the
+    /// default mode, the home itself 0700).
     pub fn ensure(&self) -> Result<(), HomeError> {
+        if let Some(parent) = self.root.parent().filter(|p| !p.exists()) {
+            fs::create_dir_all(parent).map_err(|source| HomeError::Create { path: parent.to_owned(), source })?;
+        }
         for dir in [self.root.clone(), self.run_dir(), self.logs_dir()] {
             ensure_private_dir(&dir)?;
         }
@@ -148,6 +153,15 @@ mod tests {
             assert_eq!(mode, 0o700, "{}", d.display());
         }
         home.check().unwrap();
+    }
+
+    #[test]
+    fn ensure_makes_missing_parents() {
+        let t = TempDir::new("home");
+        let home = Home::at(t.path().join("a/b/c")).unwrap();
+        home.ensure().unwrap();
+        assert_eq!(fs::metadata(home.root()).unwrap().permissions().mode() & 0o777, 0o700);
+        assert!(home.run_dir().is_dir());
     }
 
     #[test]

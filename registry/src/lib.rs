@@ -12,10 +12,12 @@
 //! - [`binary`] — ELF/Mach-O/script: can the shim load into a program?
 //! - [`codesign`] — a macOS program's hardened runtime and DYLD entitlements.
 //! - [`atomic`] — write-temp-then-rename.
+//! - [`safefile`] — reading our small files: no FIFO, symlink, foreign or oversized file.
 //! - [`liveness`] — is a pid alive; the clock.
+//! - [`procnet`] — Linux's `/proc/net` tables: does a Unix socket listen, who owns a TCP listener.
 //! - [`scan`] — `run/` → listeners, wrappers, problems; safe removal.
 //! - [`model`] — app → instance → port grouping, default instance, primary port.
-//! - [`routes`] — static routes in `routes.json`.
+//! - [`routes`] — static routes in `routes.json`; [`static_target`] — which targets they may have.
 //! - [`launch`] — planning an exec/spawn so the shim survives SIP (`launch_shell`: `sh -c` strings; `launch_probe`: the real file system).
 #![forbid(unsafe_code)]
 
@@ -30,10 +32,13 @@ pub mod launch_shell;
 pub mod liveness;
 pub mod model;
 pub mod names;
+pub mod procnet;
 pub mod record;
 pub mod routes;
 pub mod runfile;
+pub mod safefile;
 pub mod scan;
+pub mod static_target;
 pub mod sunpath;
 
 #[cfg(any(test, feature = "test-util"))]

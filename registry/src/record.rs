@@ -10,8 +10,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::atomic;
 use crate::names::Label;
+use crate::{atomic, safefile};
 
 /// Schema version of both records.
 pub const VERSION: u32 = 1;
@@ -143,6 +143,15 @@ pub enum RecordError {
     Parse { path: PathBuf, source: serde_json::Error },
     #[error("{} has schema version {found}, this agentfs reads version {VERSION}", .path.display())]
     Version { path: PathBuf, found: u32 },
+    #[error("{} {why}; agentfs only reads its own files", .path.display())]
+    Unsafe { path: PathBuf, why: safefile::SafeReadError },
+}
+
+impl RecordError {
+    /// The record is not there (any more).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, RecordError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+    }
 }
 
 /// Records carry a schema version.
@@ -163,12 +172,13 @@ impl Versioned for WrapperRecord {
 /// Largest record read; anything bigger is not ours.
 const MAX_RECORD: u64 = 64 * 1024;
 
-/// Reads and validates a record.
+/// Reads and validates a record: a regular file of ours (never a FIFO, a
+/// symlink or another user's file; see [`safefile`]) of at most 64 KiB.
 pub fn read<T: serde::de::DeserializeOwned + Versioned>(path: &Path) -> Result<T, RecordError> {
-    use std::io::Read;
-    let io_err = |source| RecordError::Io { path: path.to_owned(), source };
-    let mut bytes = Vec::new();
-    std::fs::File::open(path).map_err(io_err)?.take(MAX_RECORD).read_to_end(&mut bytes).map_err(io_err)?;
+    let bytes = safefile::read_small(path, MAX_RECORD).map_err(|e| match e {
+        safefile::SafeReadError::Io(source) => RecordError::Io { path: path.to_owned(), source },
+        unsafe_file => RecordError::Unsafe { path: path.to_owned(), why: unsafe_file },
+    })?;
     let rec: T =
         serde_json::from_slice(&bytes).map_err(|source| RecordError::Parse { path: path.to_owned(), source })?;
     if rec.version() != VERSION {

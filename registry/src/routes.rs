@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::atomic;
+use crate::Home;
 use crate::names::Label;
 use crate::record::{Target, VERSION};
+use crate::{atomic, safefile};
 
 /// The contents of `routes.json`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,15 +34,23 @@ pub enum RoutesError {
     Parse { path: PathBuf, source: serde_json::Error },
     #[error("{} holds an invalid host {host:?}: {why}", .path.display())]
     Host { path: PathBuf, host: String, why: HostError },
+    #[error("{} {why}; fix or remove it", .path.display())]
+    Unsafe { path: PathBuf, why: safefile::SafeReadError },
 }
 
+/// Largest `routes.json` read (thousands of routes fit in it).
+pub const MAX_ROUTES_FILE: u64 = 4 * 1024 * 1024;
+
 impl StaticRoutes {
-    /// Reads `path`; a missing file is no routes.
+    /// Reads `path`; a missing file is no routes. Like every file of the
+    /// contract it must be a regular file of ours (see [`safefile`]), here of
+    /// at most [`MAX_ROUTES_FILE`] bytes.
     pub fn load(path: &Path) -> Result<StaticRoutes, RoutesError> {
-        let bytes = match std::fs::read(path) {
+        let bytes = match safefile::read_small(path, MAX_ROUTES_FILE) {
             Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(StaticRoutes::default()),
-            Err(source) => return Err(RoutesError::Io { path: path.to_owned(), source }),
+            Err(e) if e.is_not_found() => return Ok(StaticRoutes::default()),
+            Err(safefile::SafeReadError::Io(source)) => return Err(RoutesError::Io { path: path.to_owned(), source }),
+            Err(why) => return Err(RoutesError::Unsafe { path: path.to_owned(), why }),
         };
         let routes: StaticRoutes =
             serde_json::from_slice(&bytes).map_err(|source| RoutesError::Parse { path: path.to_owned(), source })?;
@@ -63,6 +72,24 @@ impl StaticRoutes {
         let mut bytes = serde_json::to_vec_pretty(self).map_err(io::Error::other)?;
         bytes.push(b'\n');
         atomic::write_durable(path, &bytes)
+    }
+
+    /// Reads `routes.json` of `home`, applies `edit`, and saves it if `edit`
+    /// changed it — all under an exclusive lock on the home directory, so
+    /// that concurrent editors (several `agentfs route`, or one and the
+    /// router) never lose each other's routes.
+    pub fn edit<T>(home: &Home, edit: impl FnOnce(&mut StaticRoutes) -> T) -> Result<T, RoutesError> {
+        let path = home.routes_file();
+        let io_err = |source| RoutesError::Io { path: home.root().to_owned(), source };
+        let dir = std::fs::File::open(home.root()).map_err(io_err)?;
+        rustix::fs::flock(&dir, rustix::fs::FlockOperation::LockExclusive).map_err(|e| io_err(e.into()))?;
+        let mut routes = StaticRoutes::load(&path)?;
+        let before = routes.clone();
+        let answer = edit(&mut routes);
+        if routes != before {
+            routes.save(&path).map_err(|source| RoutesError::Io { path: path.clone(), source })?;
+        }
+        Ok(answer)
     }
 }
 
@@ -118,6 +145,26 @@ mod tests {
         assert!(matches!(StaticRoutes::load(&p), Err(RoutesError::Host { .. })));
         std::fs::write(&p, r#"{"v":1,"routes":{"a.localhost":"nope"}}"#).unwrap();
         assert!(matches!(StaticRoutes::load(&p), Err(RoutesError::Parse { .. })));
+    }
+
+    #[test]
+    fn concurrent_edits_keep_every_route() {
+        let t = TempDir::new("routes");
+        let home = Home::at(t.path().join("h")).unwrap();
+        home.ensure().unwrap();
+        let threads: Vec<_> = (0..20)
+            .map(|i| {
+                let home = home.clone();
+                std::thread::spawn(move || {
+                    StaticRoutes::edit(&home, |r| r.routes.insert(format!("r{i}.localhost"), "3000".parse().unwrap()))
+                        .unwrap()
+                })
+            })
+            .collect();
+        for t in threads {
+            assert!(t.join().unwrap().is_none());
+        }
+        assert_eq!(StaticRoutes::load(&home.routes_file()).unwrap().routes.len(), 20);
     }
 
     #[test]

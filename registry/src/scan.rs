@@ -148,7 +148,7 @@ fn read_sidecar(run_dir: &Path, stem: &str, has_socket: bool, from_name: Option<
     let path = run_dir.join(format!("{stem}.{JSON_EXT}"));
     let sc: Sidecar = match record::read(&path) {
         Ok(sc) => sc,
-        Err(record::RecordError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => return,
+        Err(e) if e.is_not_found() => return,
         Err(e) => return snap.problems.push(Problem { path, why: e.to_string() }),
     };
     if let Some(n) = &from_name {
@@ -235,7 +235,7 @@ pub fn remove_listener_files(run_dir: &Path, listener: &Listener) -> io::Result<
     if let Some(old) = &listener.sidecar {
         match record::read::<Sidecar>(&json) {
             Ok(now) if (now.pid, now.started_at_ms) == (old.pid, old.started_at_ms) => {}
-            Err(record::RecordError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+            Err(e) if e.is_not_found() => {}
             _ => return Ok(()),
         }
     }

@@ -85,6 +85,9 @@ pub struct StartingView {
 pub struct PutStatic {
     /// `/path/to.sock`, `host:port` or `port`.
     pub target: String,
+    /// Take a TCP target off loopback (see `agentfs_registry::static_target`).
+    #[serde(default)]
+    pub allow_remote: bool,
 }
 
 /// Body of every error answer of the management API.

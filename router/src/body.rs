@@ -4,9 +4,14 @@
 //! to its end — with no task per request in the common case. A body sent to
 //! a client also carries the request's [`Busy`] mark, so the connection
 //! counts as idle again (see `limits`) only once the response has gone out.
+//!
+//! A request body going to an app is a [`RequestBody`]: the client's body,
+//! passed through, remembering whether the client's side of it broke (bad
+//! chunking), so that failure is answered 400 and not blamed on the app.
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -98,6 +103,56 @@ impl HttpBody for AppBody {
             Poll::Ready(Some(Ok(_))) if inner.is_end_stream() => give_back(this.conn),
             Poll::Ready(Some(Err(_))) => drop(this.conn.take()),
             _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A client's request body on its way to an app.
+    pub struct RequestBody {
+        #[pin]
+        inner: Incoming,
+        broken: Arc<AtomicBool>,
+    }
+}
+
+impl RequestBody {
+    /// Wraps `inner`; [`ClientFault::happened`] tells later whether reading it failed.
+    pub fn new(inner: Incoming) -> (RequestBody, ClientFault) {
+        let broken = Arc::new(AtomicBool::new(false));
+        (RequestBody { inner, broken: broken.clone() }, ClientFault(broken))
+    }
+}
+
+/// Whether the client's request body could not be read (malformed framing,
+/// or the client went away mid-body).
+#[derive(Clone, Debug)]
+pub struct ClientFault(Arc<AtomicBool>);
+
+impl ClientFault {
+    pub fn happened(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl HttpBody for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let Poll::Ready(Some(Err(_))) = &polled {
+            this.broken.store(true, Ordering::Relaxed);
         }
         polled
     }

@@ -45,8 +45,8 @@ pub fn routes(home: &Home) -> Result<RoutesView, ClientError> {
 }
 
 /// `PUT /v1/static/<host>`: route `host` to `target` (`/path.sock`, `host:port`, `port`), persisted.
-pub fn put_static(home: &Home, host: &str, target: &str) -> Result<StaticView, ClientError> {
-    let body = serde_json::to_vec(&PutStatic { target: target.to_owned() }).map_err(io::Error::other)?;
+pub fn put_static(home: &Home, host: &str, target: &str, allow_remote: bool) -> Result<StaticView, ClientError> {
+    let body = serde_json::to_vec(&PutStatic { target: target.to_owned(), allow_remote }).map_err(io::Error::other)?;
     call(home, "PUT", &format!("/v1/static/{host}"), Some(&body))
 }
 
@@ -68,10 +68,23 @@ pub fn shutdown(home: &Home) -> Result<(), ClientError> {
 fn call<T: DeserializeOwned>(home: &Home, method: &str, path: &str, body: Option<&[u8]>) -> Result<T, ClientError> {
     let sock = home.router_sock();
     let shown = sock.display().to_string();
-    let alias = SockPath::new(&sock)?;
+    // A path too long for sun_path is reached through its directory; a
+    // directory that is not there means no router either.
+    let alias = match SockPath::new(&sock) {
+        Ok(a) => a,
+        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
+            return Err(ClientError::NotRunning(shown));
+        }
+        Err(e) => return Err(e.into()),
+    };
     let mut stream = match UnixStream::connect(alias.as_path()) {
         Ok(s) => s,
-        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused | io::ErrorKind::NotADirectory
+            ) =>
+        {
             return Err(ClientError::NotRunning(shown));
         }
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => return Err(ClientError::Refused(e.to_string())),
@@ -143,5 +156,8 @@ mod tests {
     fn no_router_is_not_running() {
         let home = Home::at(std::env::temp_dir().join("agentfs-client-none")).unwrap();
         assert!(matches!(status(&home), Err(ClientError::NotRunning(_))));
+        let long = std::env::temp_dir().join("agentfs-client-none").join("x".repeat(150));
+        let home = Home::at(long).unwrap();
+        assert!(matches!(status(&home), Err(ClientError::NotRunning(_))), "a long home that does not exist");
     }
 }

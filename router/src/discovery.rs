@@ -1,23 +1,26 @@
 //! Keeps the route table equal to what `run/` and `routes.json` say: a full
-//! scan at start, then a rescan on every relevant change — a sidecar or
-//! wrapper record written or removed, a socket removed (inotify / FSEvents
-//! through `notify`; socket creation alone is never a signal, FSEvents does
-//! not report it), a watched process exiting (pidfd), a request from the
-//! management API or SIGHUP — plus a periodic rescan as a safety net.
+//! scan at start, then a rescan on every relevant change (the file-system
+//! watch of `dirwatch`), a watched process exiting (pidfd), a request from
+//! the management API or SIGHUP — plus a periodic rescan as a safety net.
 //! Requests arriving during a scan coalesce into one more scan. Files of
 //! processes that are gone are removed here.
+//!
+//! Every scan first checks the home directory and `run/` (ours, not
+//! group/world-writable): while they are not, nothing new is trusted — the
+//! table keeps only what an earlier scan verified and that is still there —
+//! and nothing is removed; one line says why and how to fix it.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use agentfs_registry::liveness::pid_alive;
 use agentfs_registry::record::WrapperRecord;
 use agentfs_registry::routes::StaticRoutes;
-use agentfs_registry::runfile::RunFile;
 use agentfs_registry::scan::{self, Listener};
-use notify::{EventKind, RecursiveMode, Watcher};
+use agentfs_registry::{Home, Target, procnet, static_target};
 
+use crate::dirwatch::DirWatch;
 use crate::pidwatch::PidWatch;
 use crate::state::Shared;
 use crate::table::Table;
@@ -27,6 +30,8 @@ struct Found {
     listeners: Vec<Listener>,
     wrappers: Vec<WrapperRecord>,
     statics: Option<StaticRoutes>,
+    /// Why the home directory cannot be trusted now, if it cannot.
+    unsafe_home: Option<String>,
 }
 
 /// Memory between scans: the last good static routes, problems already logged.
@@ -34,32 +39,24 @@ struct Found {
 struct Memory {
     statics: StaticRoutes,
     logged: HashSet<(PathBuf, String)>,
+    unsafe_home: Option<String>,
 }
 
-/// The discovery task's handles; dropping it stops the watch.
+/// The discovery task; it ends (and its watch with it) when the router stops.
 pub struct Discovery {
-    _watcher: Option<notify::RecommendedWatcher>,
+    _task: tokio::task::JoinHandle<()>,
 }
 
 /// Scans once (so the first request sees every route), then starts the
-/// watch. Without a watch (e.g. the inotify limits are reached) discovery
-/// still works, through pid exits and the periodic rescan, and says so.
+/// watch and the task that keeps the table up to date.
 pub async fn start(shared: Arc<Shared>) -> Discovery {
     let mut memory = Memory::default();
+    let watch = DirWatch::start(shared.clone());
     rescan(&shared, &mut memory).await;
-    let watcher = match watch_dir(&shared) {
-        Ok(w) => Some(w),
-        Err(e) => {
-            let every = shared.config.rescan_interval;
-            tracing::warn!(error = %e, ?every, "cannot watch the run directory; new apps are found by the periodic rescan");
-            None
-        }
-    };
-    tokio::spawn(run(shared, memory));
-    Discovery { _watcher: watcher }
+    Discovery { _task: tokio::spawn(run(shared, memory, watch)) }
 }
 
-async fn run(shared: Arc<Shared>, mut memory: Memory) {
+async fn run(shared: Arc<Shared>, mut memory: Memory, mut watch: DirWatch) {
     let poke = shared.clone();
     let mut pids = PidWatch::new(Arc::new(move || poke.poke()));
     pids.update(&shared.table().watched_pids());
@@ -72,6 +69,7 @@ async fn run(shared: Arc<Shared>, mut memory: Memory) {
             _ = tick.tick() => shared.rescan_ticket(),
             _ = shared.stopped() => return,
         };
+        watch.refresh();
         rescan(&shared, &mut memory).await;
         pids.update(&shared.table().watched_pids());
         shared.rescan_finished(ticket);
@@ -81,7 +79,7 @@ async fn run(shared: Arc<Shared>, mut memory: Memory) {
 /// One full scan: sweep the dead, build a table, swap it in if it differs.
 async fn rescan(shared: &Arc<Shared>, memory: &mut Memory) {
     let home = shared.config.home.clone();
-    let found = tokio::task::spawn_blocking(move || scan_and_sweep(&home.run_dir(), &home.routes_file())).await;
+    let found = tokio::task::spawn_blocking(move || scan_and_sweep(&home)).await;
     let found = match found {
         Ok(Ok(f)) => f,
         Ok(Err(e)) => return tracing::warn!(error = %e, "cannot scan the run directory; keeping the routes"),
@@ -95,11 +93,14 @@ async fn rescan(shared: &Arc<Shared>, memory: &mut Memory) {
             tracing::info!(path = %path.display(), why, "skipped");
         }
     }
-    let found = found.0;
-    if let Some(s) = found.statics {
+    let mut found = found.0;
+    let old = shared.table();
+    note_home_safety(memory, found.unsafe_home.take());
+    if memory.unsafe_home.is_some() {
+        keep_only_verified(&mut found, &old);
+    } else if let Some(s) = found.statics {
         memory.statics = s;
     }
-    let old = shared.table();
     let table = Table::build(found.listeners, found.wrappers, &memory.statics, &old, shared.port);
     if !table.same_routes(&old) {
         drop(old);
@@ -108,41 +109,102 @@ async fn rescan(shared: &Arc<Shared>, memory: &mut Memory) {
     }
 }
 
+/// Logs once when the home directory becomes unsafe, and once when it is
+/// safe again.
+fn note_home_safety(memory: &mut Memory, now: Option<String>) {
+    match (&memory.unsafe_home, &now) {
+        (None, Some(why)) => tracing::error!(why, "refusing new routes until the home directory is private again"),
+        (Some(_), None) => tracing::info!("the home directory is private again; routes are read as usual"),
+        _ => {}
+    }
+    memory.unsafe_home = now;
+}
+
+/// While the home directory is unsafe: only listeners and wrappers that the
+/// current table already has (verified when it was safe) stay.
+fn keep_only_verified(found: &mut Found, old: &Table) {
+    let known: Vec<&Listener> = old.listeners().collect();
+    found.listeners.retain(|l| known.iter().any(|k| same_listener(k, l)));
+    found.wrappers.retain(|w| old.starting().contains(w));
+}
+
+fn same_listener(a: &Listener, b: &Listener) -> bool {
+    (&a.stem, &a.target, a.ino, a.pid, a.started_at_ms) == (&b.stem, &b.target, b.ino, b.pid, b.started_at_ms)
+}
+
 type Problems = Vec<(PathBuf, String)>;
 
-/// Blocking: reads `run/` and `routes.json`, removes files of dead processes.
-fn scan_and_sweep(run_dir: &Path, routes_file: &Path) -> std::io::Result<(Found, Problems)> {
-    let snap = scan::scan(run_dir)?;
+/// Blocking: checks the home directory, reads `run/` and `routes.json`,
+/// removes files of dead processes (only while the home is safe).
+fn scan_and_sweep(home: &Home) -> std::io::Result<(Found, Problems)> {
+    let (run_dir, routes_file) = (home.run_dir(), home.routes_file());
+    let unsafe_home = home.ensure().err().map(|e| e.to_string());
+    let sweep = unsafe_home.is_none();
+    let snap = scan::scan(&run_dir)?;
     let mut problems: Problems = snap.problems.into_iter().map(|p| (p.path, p.why)).collect();
     let mut listeners = Vec::with_capacity(snap.listeners.len());
     for l in snap.listeners {
-        if l.maybe_alive() {
+        if let Some(why) = foreign_tcp_listener(&l) {
+            problems.push((scan::sidecar_path(&run_dir, &l.stem), why));
+        } else if l.maybe_alive() && !bare_and_gone(&l) {
             listeners.push(l);
-        } else if let Err(e) = scan::remove_listener_files(run_dir, &l) {
-            problems.push((scan::socket_path(run_dir, &l.stem), format!("cannot remove: {e}")));
+        } else if sweep {
+            if let Err(e) = scan::remove_listener_files(&run_dir, &l) {
+                problems.push((scan::socket_path(&run_dir, &l.stem), format!("cannot remove: {e}")));
+            }
         }
     }
     for (stem, sc) in &snap.orphans {
-        if !pid_alive(sc.pid) {
-            let _ = scan::remove_orphan_sidecar(run_dir, stem, sc);
+        if sweep && !pid_alive(sc.pid) {
+            let _ = scan::remove_orphan_sidecar(&run_dir, stem, sc);
         }
     }
     let mut wrappers = Vec::new();
     for w in snap.wrappers {
         if pid_alive(w.wrapper_pid) {
             wrappers.push(w);
-        } else {
-            let _ = scan::remove_wrapper_record(run_dir, &w);
+        } else if sweep {
+            let _ = scan::remove_wrapper_record(&run_dir, &w);
         }
     }
-    let statics = match StaticRoutes::load(routes_file) {
-        Ok(s) => Some(s),
+    let statics = match StaticRoutes::load(&routes_file) {
+        Ok(mut s) => {
+            s.routes.retain(|host, target| match static_target::check_saved(home, target) {
+                Ok(()) => true,
+                Err(e) => {
+                    problems.push((routes_file.clone(), format!("the route for {host} is not used: {e}")));
+                    false
+                }
+            });
+            Some(s)
+        }
         Err(e) => {
             problems.push((routes_file.to_owned(), e.to_string()));
             None
         }
     };
-    Ok((Found { listeners, wrappers, statics }, problems))
+    Ok((Found { listeners, wrappers, statics, unsafe_home }, problems))
+}
+
+/// A socket without a sidecar (an app that bound `$AGENTFS_SOCKET` itself)
+/// whose listener is known to be gone: the file outlives a killed process,
+/// and no pid tells. Read from Linux's socket table, never by connecting;
+/// a socket younger than two seconds may be between bind and listen.
+fn bare_and_gone(l: &Listener) -> bool {
+    let Target::Unix(path) = &l.target else { return false };
+    let settled = agentfs_registry::liveness::now_ms().saturating_sub(l.started_at_ms) > 2_000;
+    l.sidecar.is_none() && settled && procnet::unix_listening(path) == Some(false)
+}
+
+/// Why a TCP route (the PORT fallback) must not be taken: the process that
+/// listens on its address belongs to another user. (Linux; elsewhere the
+/// sidecar's own ownership is the check.)
+fn foreign_tcp_listener(l: &Listener) -> Option<String> {
+    let Target::Tcp { host, port } = &l.target else { return None };
+    let addr = std::net::SocketAddr::new(host.parse().ok()?, *port);
+    let me = rustix::process::geteuid().as_raw();
+    let owner = procnet::tcp_listener_uid(addr).filter(|uid| *uid != me)?;
+    Some(format!("TCP route to {addr}: the process listening there belongs to uid {owner}, not to uid {me}"))
 }
 
 /// Removes the files of a listener that refused a connection, if that
@@ -162,62 +224,5 @@ pub fn sweep_refused(shared: &Arc<Shared>, listener: &Listener) {
         });
     } else {
         shared.poke();
-    }
-}
-
-fn watch_dir(shared: &Arc<Shared>) -> Result<notify::RecommendedWatcher, notify::Error> {
-    let run_dir = shared.config.home.run_dir();
-    let poke = shared.clone();
-    let handler = move |ev: notify::Result<notify::Event>| match ev {
-        Ok(ev) if relevant(&ev) => poke.poke(),
-        Ok(_) => {}
-        Err(e) => {
-            tracing::debug!(error = %e, "watch error; rescanning");
-            poke.poke();
-        }
-    };
-    let mut w = notify::recommended_watcher(handler)?;
-    w.watch(&run_dir, RecursiveMode::NonRecursive)?;
-    Ok(w)
-}
-
-/// Sidecars and wrapper records coming or going, sockets going.
-fn relevant(ev: &notify::Event) -> bool {
-    if matches!(ev.kind, EventKind::Access(_)) {
-        return false;
-    }
-    if ev.need_rescan() {
-        return true;
-    }
-    let removed = matches!(ev.kind, EventKind::Remove(_) | EventKind::Modify(notify::event::ModifyKind::Name(_)));
-    ev.paths.iter().filter_map(|p| p.file_name()?.to_str()).any(|name| match RunFile::classify(name) {
-        RunFile::Sidecar(_) | RunFile::Wrapper { .. } => true,
-        RunFile::Socket(_) | RunFile::HashedSocket(_) => removed,
-        RunFile::Other => false,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use notify::event::{CreateKind, ModifyKind, RemoveKind, RenameMode};
-
-    fn ev(kind: EventKind, names: &[&str]) -> notify::Event {
-        let mut e = notify::Event::new(kind);
-        for n in names {
-            e = e.add_path(PathBuf::from("/run").join(n));
-        }
-        e
-    }
-
-    #[test]
-    fn sidecars_count_and_socket_creation_does_not() {
-        let rename = EventKind::Modify(ModifyKind::Name(RenameMode::Both));
-        assert!(relevant(&ev(rename, &[".shop.main.3000.json.1-0.tmp", "shop.main.3000.json"])));
-        assert!(relevant(&ev(EventKind::Remove(RemoveKind::File), &["shop.main.3000.sock"])));
-        assert!(relevant(&ev(EventKind::Create(CreateKind::File), &["shop.main.wrapper-7.json"])));
-        assert!(!relevant(&ev(EventKind::Create(CreateKind::File), &["shop.main.3000.sock"])));
-        assert!(!relevant(&ev(EventKind::Create(CreateKind::File), &[".shop.main.3000.json.1-0.tmp"])));
-        assert!(!relevant(&ev(EventKind::Create(CreateKind::File), &["notes.txt"])));
     }
 }

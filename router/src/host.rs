@@ -21,6 +21,9 @@ pub const DASHBOARD_HOST: &str = "agentfs.localhost";
 pub enum HostError {
     /// No Host header and no authority (HTTP/1.0).
     Missing,
+    /// More than one `Host` header (RFC 9112 §3.2: answered 400, never
+    /// guessed, since two parties could each pick another one): 400.
+    Duplicate,
     /// Not a host at all (bad port, bad characters): 400.
     Malformed(String),
     /// A real name that is not ours: 421.
@@ -65,6 +68,10 @@ impl<'a> Host<'a> {
 
     /// The Host of a request: the `Host` header, else the URI's authority (h2).
     pub fn of_request<B>(req: &'a Request<B>) -> Result<Host<'a>, HostError> {
+        let mut hosts = req.headers().get_all(http::header::HOST).iter();
+        if let (Some(_), Some(_)) = (hosts.next(), hosts.next()) {
+            return Err(HostError::Duplicate);
+        }
         if let Some(h) = req.headers().get(http::header::HOST) {
             let s = h.to_str().map_err(|_| HostError::Malformed(String::from_utf8_lossy(h.as_bytes()).into()))?;
             return Host::parse(s);

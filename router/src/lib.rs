@@ -17,11 +17,12 @@
 //! hyper, and hands a connection to the path above at its first request
 //! that is anything else.
 //!
-//! Around it: `discovery` (scan, watch, sweep) with `pidwatch` (process
-//! exits), `server` (accept loops, graceful drain) on `shards` (a
+//! Around it: `discovery` (scan, sweep) with `dirwatch` (the file-system
+//! watch) and `pidwatch` (process exits), `server` (accept loops, graceful drain) on `shards` (a
 //! single-threaded runtime per CPU), `listen` (addresses),
 //! `limits` (header size/time, connections), `mgmt` (the `router.sock` API),
-//! `state` (what the running parts share).
+//! `state` (what the running parts share), `throttle` (backoff and log
+//! limits for failures that repeat).
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -33,6 +34,7 @@ pub mod pidfile;
 mod answers;
 mod body;
 mod dashboard;
+mod dirwatch;
 mod discovery;
 mod headers;
 mod host;
@@ -49,6 +51,7 @@ mod shards;
 mod state;
 mod stream;
 mod table;
+mod throttle;
 mod tunnel;
 
 pub use config::{Config, ConfigError, Limits};

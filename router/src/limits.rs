@@ -108,6 +108,24 @@ pub async fn first_byte(stream: &TcpStream, timeout: Duration) -> bool {
     matches!(tokio::time::timeout(timeout, stream.peek(&mut byte)).await, Ok(Ok(n)) if n > 0)
 }
 
+/// How many client connections may be open at once: at most `max`, and no
+/// more than the open-files limit allows when each connection is counted
+/// with the app connection it uses (a WebSocket tunnel holds both), after a
+/// reserve for everything else (the management API, pooled idle app
+/// connections, pid watches, the log, scans). At the limit new connections
+/// wait in the listen backlog instead of failing `accept` with `EMFILE`, so
+/// `agentfs ps` and the API keep answering.
+pub fn connection_budget(max: usize) -> usize {
+    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    let soft = soft.map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
+    budget_for(soft, max)
+}
+
+fn budget_for(open_files: usize, max: usize) -> usize {
+    let reserve = 64 + open_files / 16;
+    (open_files.saturating_sub(reserve) / 2).clamp(1, max.max(1))
+}
+
 /// Raises the soft open-files limit to the hard one (each tunnel holds two).
 pub fn raise_fd_limit() {
     use rustix::process::{Resource, getrlimit, setrlimit};
@@ -117,5 +135,19 @@ pub fn raise_fd_limit() {
         if let Err(e) = setrlimit(Resource::Nofile, lim) {
             tracing::debug!(error = %e, "cannot raise the open-files limit");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::budget_for;
+
+    #[test]
+    fn budget_leaves_a_reserve_and_counts_two_descriptors_per_connection() {
+        assert_eq!(budget_for(256, 16_384), 88);
+        assert_eq!(budget_for(20_000, 16_384), 9_343);
+        assert_eq!(budget_for(1 << 20, 16_384), 16_384);
+        assert_eq!(budget_for(10, 16_384), 1, "never zero: one connection at a time still works");
+        assert_eq!(budget_for(256, 10), 10);
     }
 }

@@ -3,23 +3,26 @@
 //! rescan and stop the router. Peers of another uid are refused, even if the
 //! socket's mode were loosened.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use agentfs_registry::Target;
 use agentfs_registry::names::url;
 use agentfs_registry::routes::{StaticRoutes, normalize_host};
+use agentfs_registry::static_target;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::api::{ApiError, PutStatic, StaticView, Status};
 use crate::error::RouterError;
 use crate::state::Shared;
+use crate::throttle::{Backoff, LogLimit, warn_limited};
 
 const MAX_BODY: usize = 64 * 1024;
 
@@ -39,40 +42,67 @@ pub fn bind(path: &Path) -> Result<UnixListener, RouterError> {
     Ok(listener)
 }
 
-/// Serves the API until the router stops.
+/// Management connections served at once; more wait in the backlog.
+const MAX_CONNECTIONS: usize = 64;
+
+static ACCEPT_FAILED: LogLimit = LogLimit::new(Duration::from_secs(60));
+static REFUSED: LogLimit = LogLimit::new(Duration::from_secs(60));
+
+/// Serves the API until the router stops. A failing accept (out of file
+/// descriptors) is retried with growing pauses, logged once a minute.
 pub async fn serve(listener: UnixListener, shared: Arc<Shared>) {
     let me = rustix::process::geteuid().as_raw();
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut backoff = Backoff::default();
     loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = shared.stopped() => return,
+        };
         let stream = tokio::select! {
             a = listener.accept() => match a {
                 Ok((s, _)) => s,
-                Err(e) => { tracing::warn!(error = %e, "mgmt accept failed"); continue; }
+                Err(e) => {
+                    warn_limited!(ACCEPT_FAILED, error = %e, "mgmt accept failed; retrying with growing pauses");
+                    tokio::select! { _ = backoff.pause() => continue, _ = shared.stopped() => return }
+                }
             },
             _ = shared.stopped() => return,
         };
+        backoff.reset();
         let peer_uid = stream.peer_cred().map(|c| c.uid()).ok();
         let span = tracing::debug_span!("mgmt", ?peer_uid);
+        let conn = serve_conn(stream, shared.clone(), peer_uid == Some(me), peer_uid);
         tokio::spawn(tracing::Instrument::instrument(
-            serve_conn(stream, shared.clone(), peer_uid == Some(me), peer_uid),
+            async move {
+                conn.await;
+                drop(permit);
+            },
             span,
         ));
     }
 }
 
+/// One client: a request head must arrive within the header timeout, also
+/// between requests on a kept-alive connection, or it is closed.
 async fn serve_conn(stream: UnixStream, shared: Arc<Shared>, allowed: bool, peer_uid: Option<u32>) {
+    let idle = shared.config.limits.header_read_timeout;
     let service = service_fn(move |req: Request<Incoming>| {
         let shared = shared.clone();
         async move {
             if !allowed {
-                tracing::warn!(?peer_uid, "refused a management client of another uid");
+                warn_limited!(REFUSED, ?peer_uid, "refused a management client of another uid");
                 let why = format!("peer uid {peer_uid:?} is not the router's uid; refused");
                 return Ok::<_, std::convert::Infallible>(error(StatusCode::FORBIDDEN, why));
             }
             Ok(route(req, &shared).await)
         }
     });
-    let conn =
-        hyper::server::conn::http1::Builder::new().keep_alive(allowed).serve_connection(TokioIo::new(stream), service);
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(idle)
+        .keep_alive(allowed)
+        .serve_connection(TokioIo::new(stream), service);
     if let Err(e) = conn.await {
         tracing::debug!(error = %e, "mgmt connection ended");
     }
@@ -139,6 +169,9 @@ async fn put_static(req: Request<Incoming>, host: &str, shared: &Arc<Shared>) ->
         Ok(t) => t,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
+    if let Err(e) = static_target::check_new(&shared.config.home, &target, put.allow_remote) {
+        return error(StatusCode::BAD_REQUEST, e.to_string());
+    }
     let view = StaticView { host: host.clone(), url: url(&host, shared.port), target: target.to_string() };
     match edit_routes(shared, move |r| r.routes.insert(host, target).is_some()).await {
         Ok(existed) => json(if existed { StatusCode::OK } else { StatusCode::CREATED }, &view),
@@ -166,17 +199,8 @@ async fn edit_routes(
     edit: impl FnOnce(&mut StaticRoutes) -> bool + Send + 'static,
 ) -> Result<bool, Res> {
     let _guard = shared.routes_lock.lock().await;
-    let file: PathBuf = shared.config.home.routes_file();
-    let done = tokio::task::spawn_blocking(move || {
-        let mut routes = StaticRoutes::load(&file).map_err(|e| e.to_string())?;
-        let before = routes.clone();
-        let answer = edit(&mut routes);
-        if routes != before {
-            routes.save(&file).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
-        }
-        Ok::<bool, String>(answer)
-    })
-    .await;
+    let home = shared.config.home.clone();
+    let done = tokio::task::spawn_blocking(move || StaticRoutes::edit(&home, edit).map_err(|e| e.to_string())).await;
     match done {
         Ok(Ok(answer)) => {
             shared.rescan().await;

@@ -6,15 +6,19 @@
 //! time is the recorded one (so a reused pid is not mistaken for the router).
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use agentfs_registry::Home;
 use agentfs_registry::liveness::pid_alive;
+use agentfs_registry::safefile;
 use rustix::fs::{FlockOperation, flock};
 
 use crate::error::RouterError;
+
+/// Largest pidfile read.
+const MAX_PIDFILE: u64 = 4096;
 
 /// First line of every router pidfile.
 pub const MARKER: &str = "agentfs-router v1";
@@ -66,8 +70,19 @@ impl Drop for PidLock {
 pub(crate) fn acquire(home: &Home) -> Result<PidLock, RouterError> {
     let path = home.router_pid();
     let err = |source| RouterError::Pidfile { path: path.clone(), source };
-    let mut file =
-        OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(&path).map_err(err)?;
+    let nofollow = (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32;
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(nofollow)
+        .open(&path)
+        .map_err(err)?;
+    if !file.metadata().map_err(err)?.file_type().is_file() {
+        return Err(err(io::Error::other("is not a regular file; remove it")));
+    }
     if flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
         let pid = read(home).ok().flatten().map_or(0, |r| r.pid);
         return Err(RouterError::AlreadyRunning { pid });
@@ -80,13 +95,12 @@ pub(crate) fn acquire(home: &Home) -> Result<PidLock, RouterError> {
 
 /// Reads the pidfile; `None` if it is missing or not a router's.
 pub fn read(home: &Home) -> io::Result<Option<PidRecord>> {
-    let mut text = String::new();
-    match File::open(home.router_pid()) {
-        Ok(f) => f.take(4096).read_to_string(&mut text)?,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    Ok(PidRecord::parse(&text))
+    match safefile::read_small(&home.router_pid(), MAX_PIDFILE) {
+        Ok(bytes) => Ok(std::str::from_utf8(&bytes).ok().and_then(PidRecord::parse)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(safefile::SafeReadError::Io(e)) => Err(e),
+        Err(_) => Ok(None), // a FIFO, a symlink, another user's file: not a router's
+    }
 }
 
 /// The pid of the router running for `home`, verified; `None` when the
@@ -113,7 +127,7 @@ pub fn terminate(home: &Home) -> io::Result<Option<u32>> {
 }
 
 fn is_locked(path: &Path) -> bool {
-    let Ok(f) = File::open(path) else { return false };
+    let Ok(f) = safefile::open_checked(path, MAX_PIDFILE) else { return false };
     match flock(&f, FlockOperation::NonBlockingLockShared) {
         Ok(()) => {
             let _ = flock(&f, FlockOperation::Unlock);

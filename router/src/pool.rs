@@ -21,11 +21,11 @@ use std::time::{Duration, Instant};
 
 use agentfs_registry::Target;
 use agentfs_registry::scan::Listener;
-use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tracing::Instrument;
 
+use crate::body::RequestBody;
 use crate::shards;
 pub use crate::stream::ConnectError;
 use crate::stream::{self, AppStream};
@@ -37,7 +37,7 @@ const IDLE_MAX: Duration = Duration::from_secs(4);
 const IDLE_CAP: usize = 512;
 
 /// A sender for requests to one upstream connection.
-pub type Sender = SendRequest<Incoming>;
+pub type Sender = SendRequest<RequestBody>;
 
 /// Idle connections and when each went idle, oldest first; per shard.
 type Idle<T> = Box<[Mutex<VecDeque<(T, Instant)>>]>;
@@ -67,8 +67,19 @@ impl Upstream {
     }
 
     /// A new stream, bypassing the idle ones.
+    /// A listener that is busy (its accept queue full) is tried again for a
+    /// while, as TCP would (see [`stream::connect_patiently`]).
     pub async fn connect_stream(&self) -> Result<AppStream, ConnectError> {
-        let result = stream::connect(&self.target).await;
+        if let (None, Target::Unix(path)) = (&self.listener, &self.target) {
+            // A static route's socket: checked now, it may be new since the route was made.
+            use agentfs_registry::static_target::{Refused, check_connectable};
+            match check_connectable(path) {
+                Ok(()) | Err(Refused::Unusable(_)) => {} // not there: the connect says so
+                Err(e) => return Err(ConnectError::Io(std::io::Error::other(e.to_string()))),
+            }
+        }
+        let alive = || self.listener.as_ref().is_none_or(Listener::maybe_alive);
+        let result = stream::connect_patiently(&self.target, alive).await;
         self.dead.store(matches!(result, Err(ConnectError::Gone(_))), Ordering::Relaxed);
         result
     }

@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::answers::{Answer, Format};
-use crate::body::{self, Body};
+use crate::body::{self, Body, RequestBody};
 use crate::headers;
 use crate::host::{Host, HostError};
 use crate::limits::Activity;
@@ -147,6 +147,9 @@ async fn forward(mut req: Request<Incoming>, set: &ReplicaSet, cx: Arc<ConnCtx>)
     let upgrade = req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     prepare(&mut req, &cx, hops, upgrade);
+    let (parts, body) = req.into_parts();
+    let (body, client_fault) = RequestBody::new(body);
+    let mut req = Request::from_parts(parts, body);
     let mut failures: Vec<(String, String)> = Vec::new();
     for up in set.candidates() {
         match send(up, req).await {
@@ -158,6 +161,7 @@ async fn forward(mut req: Request<Incoming>, set: &ReplicaSet, cx: Arc<ConnCtx>)
                 failures.push((up.target.to_string(), e.to_string()));
                 req = back;
             }
+            Err(SendError::Failed(_)) if client_fault.happened() => return bad_request_body(fmt),
             Err(SendError::Failed(e)) => {
                 failures.push((up.target.to_string(), format!("the app failed to answer: {e}")));
                 break;
@@ -195,7 +199,7 @@ fn prepare(req: &mut Request<Incoming>, cx: &ConnCtx, hops: u32, upgrade: bool) 
 #[allow(clippy::large_enum_variant)] // built once per attempt, never stored
 enum SendError {
     /// No connection could be made; the request comes back for the next replica.
-    Connect(ConnectError, Request<Incoming>),
+    Connect(ConnectError, Request<RequestBody>),
     /// The request was (partly) sent and failed: it cannot be replayed.
     Failed(hyper::Error),
 }
@@ -205,7 +209,7 @@ enum SendError {
 /// A response and the connection to give back once its body has ended.
 type Sent = (Response<Incoming>, Option<(Arc<Upstream>, pool::Sender)>);
 
-async fn send(up: &Arc<Upstream>, mut req: Request<Incoming>) -> Result<Sent, SendError> {
+async fn send(up: &Arc<Upstream>, mut req: Request<RequestBody>) -> Result<Sent, SendError> {
     let mut fresh = false;
     loop {
         // Connecting is boxed: the pooled case keeps this future small.
@@ -256,6 +260,9 @@ fn respond(
 fn host_error(e: HostError, fmt: Format) -> Response<Body> {
     let (status, title, message) = match e {
         HostError::Missing => (StatusCode::BAD_REQUEST, "missing Host", "the request names no host".to_owned()),
+        HostError::Duplicate => {
+            (StatusCode::BAD_REQUEST, "two Host headers", "the request has more than one Host header".to_owned())
+        }
         HostError::Malformed(h) => (StatusCode::BAD_REQUEST, "bad Host", format!("{h:?} is not a valid host name")),
         HostError::Misdirected(h) => (
             StatusCode::MISDIRECTED_REQUEST,
@@ -279,6 +286,13 @@ fn starting(app: &str, instance: Option<String>, wrapper_pid: u32, req: &Request
         .render(Format::of(req.headers()));
     res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
     res
+}
+
+/// The client's body broke while it was passed on (bad chunking): the
+/// client's fault, whatever the app made of the part it got.
+fn bad_request_body(fmt: Format) -> Response<Body> {
+    let message = "the request body is malformed (bad chunked encoding, or cut short)".to_owned();
+    Answer { status: StatusCode::BAD_REQUEST, title: "malformed body", message, routes: None }.render(fmt)
 }
 
 fn bad_gateway(set: &ReplicaSet, failures: &[(String, String)], fmt: Format) -> Response<Body> {

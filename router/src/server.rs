@@ -32,6 +32,7 @@ use crate::limits::{self, Activity};
 use crate::proxy::{self, ConnCtx};
 use crate::shards;
 use crate::state::Shared;
+use crate::throttle::{Backoff, LogLimit, warn_limited};
 
 /// Open connections, for draining: the receiver sees the channel close when
 /// the last accept loop and connection have ended.
@@ -69,7 +70,7 @@ pub fn start(listeners: Vec<TcpListener>, shared: &Arc<Shared>, shards: &[Handle
     let server = Arc::new(Server {
         shared: shared.clone(),
         builder: limits::http_builder(&shared.config.limits),
-        permits: Arc::new(Semaphore::new(shared.config.limits.max_connections)),
+        permits: Arc::new(Semaphore::new(limits::connection_budget(shared.config.limits.max_connections))),
         conns: conns.clone(),
         shards: shards.to_vec(),
         load: (0..shards.len().max(1)).map(|_| AtomicUsize::new(0)).collect(),
@@ -86,8 +87,13 @@ pub fn start(listeners: Vec<TcpListener>, shared: &Arc<Shared>, shards: &[Handle
     Ok(Drain { rx })
 }
 
+/// One line per minute at most for failed accepts (out of descriptors, they
+/// fail on every call).
+static ACCEPT_FAILED: LogLimit = LogLimit::new(std::time::Duration::from_secs(60));
+
 async fn accept_loop(listener: TcpListener, server: Arc<Server>) {
     let shared = &server.shared;
+    let mut backoff = Backoff::default();
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -97,11 +103,14 @@ async fn accept_loop(listener: TcpListener, server: Arc<Server>) {
         let (stream, peer) = match accepted.and_then(|(s, peer)| Ok((s.into_std()?, peer))) {
             Ok(a) => a,
             Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                continue;
+                warn_limited!(ACCEPT_FAILED, error = %e, "accept failed; retrying with growing pauses");
+                tokio::select! {
+                    _ = backoff.pause() => continue,
+                    _ = shared.stopped() => return,
+                }
             }
         };
+        backoff.reset();
         // At the limit, this connection waits for a slot and nothing more is
         // accepted meanwhile: the rest wait in the kernel's backlog.
         let permit = tokio::select! {

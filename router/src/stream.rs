@@ -7,6 +7,7 @@
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use agentfs_registry::Target;
 use agentfs_registry::sunpath::SockPath;
@@ -19,6 +20,9 @@ pub enum ConnectError {
     /// Nothing listens there (ECONNREFUSED) or the socket file is gone.
     #[error("{0}")]
     Gone(io::Error),
+    /// The app's listen queue stayed full (see [`BUSY_WAIT`]).
+    #[error("its listen queue stayed full: {0}")]
+    Busy(io::Error),
     #[error("{0}")]
     Io(io::Error),
     #[error("HTTP handshake failed: {0}")]
@@ -29,7 +33,53 @@ impl ConnectError {
     fn from_io(e: io::Error) -> ConnectError {
         match e.kind() {
             io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound => ConnectError::Gone(e),
+            io::ErrorKind::WouldBlock => ConnectError::Busy(e),
             _ => ConnectError::Io(e),
+        }
+    }
+
+    /// Whether trying again soon may succeed: a Unix listener whose accept
+    /// queue is full refuses a connect at once — `EAGAIN` on Linux,
+    /// `ECONNREFUSED` on macOS (there only while the listening process lives;
+    /// on Linux `ECONNREFUSED` means nothing listens at all).
+    pub fn is_busy(&self, listener_alive: impl FnOnce() -> bool) -> bool {
+        match self {
+            ConnectError::Busy(_) => true,
+            ConnectError::Gone(e) => {
+                cfg!(target_vendor = "apple") && e.kind() == io::ErrorKind::ConnectionRefused && listener_alive()
+            }
+            _ => false,
+        }
+    }
+}
+
+/// How long a connect to a busy Unix listener is retried: where TCP would
+/// keep the connection in the SYN queue or retransmit the SYN (after 1 s,
+/// then 3 s), a Unix socket refuses, so the router waits instead.
+pub const BUSY_WAIT: Duration = Duration::from_secs(3);
+/// First pause between two tries; doubled up to [`BUSY_PAUSE_MAX`].
+const BUSY_PAUSE: Duration = Duration::from_millis(1);
+const BUSY_PAUSE_MAX: Duration = Duration::from_millis(50);
+
+/// Connects to `target`, trying again with short, growing pauses for up to
+/// [`BUSY_WAIT`] while the listener is busy (see [`ConnectError::is_busy`]).
+pub async fn connect_patiently(target: &Target, listener_alive: impl Fn() -> bool) -> Result<AppStream, ConnectError> {
+    let first = connect(target).await;
+    match &first {
+        Err(e) if e.is_busy(&listener_alive) => {}
+        _ => return first,
+    }
+    let deadline = tokio::time::Instant::now() + BUSY_WAIT;
+    let mut pause = BUSY_PAUSE;
+    loop {
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(BUSY_PAUSE_MAX);
+        match connect(target).await {
+            Err(e) if e.is_busy(&listener_alive) && tokio::time::Instant::now() < deadline => {}
+            Err(ConnectError::Gone(e)) if cfg!(target_vendor = "apple") && listener_alive() => {
+                return Err(ConnectError::Busy(e));
+            }
+            done => return done,
         }
     }
 }

@@ -167,6 +167,11 @@ impl Table {
         &self.view
     }
 
+    /// Wrappers running whose app has not listened yet.
+    pub fn starting(&self) -> &[WrapperRecord] {
+        &self.starting
+    }
+
     /// Every upstream of a discovered listener.
     pub fn listeners(&self) -> impl Iterator<Item = &Listener> {
         self.upstreams.values().filter_map(|u| u.listener.as_ref())

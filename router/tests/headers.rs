@@ -56,7 +56,7 @@ async fn a_route_back_to_the_router_ends_in_508() {
     let env = Env::new("loop");
     let r = Router::start(env.config()).await;
     let (h, target) = (env.home.clone(), format!("127.0.0.1:{}", r.port));
-    blocking(move || client::put_static(&h, "loop.localhost", &target)).await.unwrap();
+    blocking(move || client::put_static(&h, "loop.localhost", &target, false)).await.unwrap();
     let got = get(r.port, "loop.localhost", "/", &[("accept", "application/json")]).await;
     assert_eq!(got.status, 508, "{}", got.body);
     assert_eq!(got.json()["error"], "loop detected");

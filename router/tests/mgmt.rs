@@ -20,15 +20,15 @@ async fn every_verb_works() {
     let a = app::start(&env.home, Spec::new("shop", "main", 3000, 1)).await;
     let r = Router::start(env.config()).await;
     let h = env.home.clone();
-    let sock = a.sock.display().to_string();
+    let sock = env.dir.join("static.sock").display().to_string();
     let (status, routes, put, puts, del, del_again, bad) = blocking(move || {
         let status = client::status(&h).unwrap();
         let routes = client::routes(&h).unwrap();
-        let put = client::put_static(&h, "Api.Localhost", &sock).unwrap();
+        let put = client::put_static(&h, "Api.Localhost", &sock, false).unwrap();
         let puts = client::routes(&h).unwrap();
         let del = client::delete_static(&h, "api.localhost");
         let del_again = client::delete_static(&h, "api.localhost");
-        let bad = client::put_static(&h, "evil.example", "3000");
+        let bad = client::put_static(&h, "evil.example", "3000", false);
         (status, routes, put, puts, del, del_again, bad)
     })
     .await;
@@ -43,6 +43,23 @@ async fn every_verb_works() {
     assert!(matches!(del_again, Err(ClientError::Api { status: 404, .. })), "{del_again:?}");
     assert!(matches!(bad, Err(ClientError::Api { status: 400, .. })), "{bad:?}");
     assert!(std::fs::read_to_string(env.home.routes_file()).unwrap().contains("\"routes\": {}"));
+
+    let h = env.home.clone();
+    let refused = blocking(move || {
+        let router_sock = h.router_sock().display().to_string();
+        let run_sock = h.run_dir().join("shop.main.3000.sock").display().to_string();
+        let targets = [router_sock.as_str(), run_sock.as_str(), "/etc/passwd", "169.254.169.254:80", "10.1.2.3:80"];
+        let refused = targets.map(|t| (t.to_owned(), client::put_static(&h, "x.localhost", t, false)));
+        let remote = client::put_static(&h, "lan.localhost", "10.1.2.3:80", true);
+        let metadata = client::put_static(&h, "md.localhost", "169.254.169.254:80", true);
+        (refused, remote, metadata)
+    })
+    .await;
+    for (target, answer) in &refused.0 {
+        assert!(matches!(answer, Err(ClientError::Api { status: 400, .. })), "{target}: {answer:?}");
+    }
+    assert!(refused.1.is_ok(), "a LAN target with --allow-remote: {:?}", refused.1);
+    assert!(matches!(refused.2, Err(ClientError::Api { status: 400, .. })), "link-local never: {:?}", refused.2);
 
     std::fs::remove_file(&a.sock).unwrap();
     let h = env.home.clone();
@@ -128,7 +145,7 @@ async fn a_restart_brings_back_static_and_discovered_routes() {
     let r = Router::start(env.config()).await;
     let port = r.port;
     let h = env.home.clone();
-    blocking(move || client::put_static(&h, "api.localhost", &tcp_port.to_string())).await.unwrap();
+    blocking(move || client::put_static(&h, "api.localhost", &tcp_port.to_string(), false)).await.unwrap();
     assert_eq!(tag(port, "shop.localhost").await, a.stem);
     r.stop().await.unwrap();
     assert!(get_refused(port).await, "the router is gone");

@@ -69,21 +69,21 @@ async fn static_routes_win_and_reach_sockets_and_tcp_ports() {
     let env = Env::new("static");
     let h = &env.home;
     let discovered = app::start(h, Spec::new("docs", "main", 4000, 10)).await;
-    let other = app::start(h, Spec::new("other", "main", 4001, 10)).await;
+    let other = app::start_unix(&env.dir.join("other.sock"), "other").await;
     let r = Router::start(env.config()).await;
     let home: Home = h.clone();
     assert_eq!(tag(r.port, "docs.localhost").await, discovered.stem);
 
     let sock = other.sock.display().to_string();
     let hh = home.clone();
-    blocking(move || client::put_static(&hh, "docs.localhost", &sock)).await.unwrap();
+    blocking(move || client::put_static(&hh, "docs.localhost", &sock, false)).await.unwrap();
     assert_eq!(tag(r.port, "docs.localhost").await, other.stem, "a static route wins over discovery");
 
     let (tcp_port, _tcp_app) = app::start_tcp("tcp-app").await;
     for (host, target) in [("port.localhost", tcp_port.to_string()), ("tcp.localhost", format!("127.0.0.1:{tcp_port}"))]
     {
         let hh = home.clone();
-        blocking(move || client::put_static(&hh, host, &target)).await.unwrap();
+        blocking(move || client::put_static(&hh, host, &target, false)).await.unwrap();
         assert_eq!(tag(r.port, host).await, "tcp-app", "{host}");
     }
     r.stop().await.unwrap();

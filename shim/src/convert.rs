@@ -16,14 +16,14 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use libc::c_int;
 
 use agentfs_registry::record::{self, Sidecar};
-use agentfs_registry::{SocketName, liveness, scan, sunpath::SockPath};
+use agentfs_registry::{SocketName, liveness, safefile, scan, sunpath::SockPath};
 
 use crate::config::{self, Identity};
 use crate::fdtable::{self, FdState, Kind};
@@ -256,7 +256,9 @@ fn holder_alive(run_dir: &Path, stem: &str, path: &Path) -> bool {
 /// A claim (`.<stem>.claim`) naming another process that is alive.
 fn claimed_by_other(socket: &Path) -> bool {
     let Some(claim) = claim_path(socket) else { return false };
-    let pid = std::fs::read_to_string(claim).ok().and_then(|s| s.trim().parse::<u32>().ok());
+    // Never blocks or follows: a FIFO or symlink there is no claim (and is replaced).
+    let text = safefile::read_small(&claim, 64).ok().and_then(|b| String::from_utf8(b).ok());
+    let pid = text.and_then(|s| s.trim().parse::<u32>().ok());
     pid.is_some_and(|p| p != std::process::id() && liveness::pid_alive(p))
 }
 
@@ -270,7 +272,7 @@ impl Claim {
     fn take(socket: &Path) -> Result<Option<Claim>, Refusal> {
         let Some(path) = claim_path(socket) else { return Err("socket path has no file name".into()) };
         for _ in 0..2 {
-            let created = std::fs::OpenOptions::new().write(true).create_new(true).open(&path);
+            let created = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path);
             match created {
                 Ok(mut f) => {
                     use std::io::Write;

@@ -56,7 +56,8 @@ fn append_to_file(cfg: &config::Config, bytes: &[u8]) {
     let Some(home) = &cfg.home else { return };
     let path = home.shim_log(std::process::id());
     let Ok(cpath) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else { return };
-    let flags = libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC;
+    // Never blocks on a FIFO or follows a symlink planted at the log's name.
+    let flags = libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK;
     // SAFETY: a NUL-terminated path; the mode argument is what O_CREAT needs.
     let mut fd = unsafe { libc::open(cpath.as_ptr(), flags, 0o600 as libc::c_uint) };
     if fd < 0 && agentfs_registry::home::ensure_private_dir(&home.logs_dir()).is_ok() {

@@ -207,7 +207,7 @@ fn read_head<'b>(path: &[u8], buf: &'b mut [u8; HEAD_LEN]) -> &'b [u8] {
     }
     cpath[..path.len()].copy_from_slice(path);
     // SAFETY: `cpath` is NUL-terminated.
-    let fd = unsafe { libc::open(cpath.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    let fd = unsafe { libc::open(cpath.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK) };
     if fd < 0 {
         return &buf[..0];
     }

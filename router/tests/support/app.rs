@@ -95,6 +95,16 @@ pub async fn start(home: &Home, spec: Spec<'_>) -> App {
     App { stem, sock, ctl, task }
 }
 
+/// The same fake app on a Unix socket outside `run/`, with no sidecar (a
+/// static route's target: those must be outside the agentfs home).
+pub async fn start_unix(sock: &std::path::Path, tag: &str) -> App {
+    let listener = UnixListener::bind(sock).unwrap();
+    let ctl =
+        Arc::new(Ctl { tag: tag.to_owned(), hits: AtomicUsize::new(0), release: Notify::new(), got: Notify::new() });
+    let task = tokio::spawn(serve(listener, ctl.clone()));
+    App { stem: tag.to_owned(), sock: sock.to_owned(), ctl, task }
+}
+
 /// The same fake app on a loopback TCP port (a static route's target).
 pub async fn start_tcp(tag: &str) -> (u16, App) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -69,11 +69,22 @@ unsafe fn on_listen(real: listen::Fn, fd: c_int, backlog: c_int) -> Outcome {
         return Outcome::Pass(Pass::NotOurs);
     };
     // SAFETY: integer arguments only.
-    let r = unsafe { real(fd, backlog) };
+    let r = unsafe { real(fd, unix_backlog(backlog)) };
     if r == 0 {
         announce::announce(fd, st.listener);
     }
     Outcome::Done(r)
+}
+
+/// The backlog of a converted listener: at least the system's maximum.
+/// A TCP listener absorbs a burst of connections beyond its accept queue in
+/// the SYN queue, and clients retransmit SYNs the kernel dropped; a Unix
+/// listener has neither, so a full queue fails the router's connect at once
+/// (`python3 -m http.server` asks for 5). The kernel caps the value at
+/// `net.core.somaxconn` (Linux) / `kern.ipc.somaxconn` (macOS); a negative
+/// backlog already means that maximum.
+pub fn unix_backlog(backlog: c_int) -> c_int {
+    if backlog < 0 { backlog } else { backlog.max(c_int::from(u16::MAX)) }
 }
 
 unsafe fn on_connect(_real: connect::Fn, fd: c_int, addr: *const sockaddr, len: socklen_t) -> Outcome {

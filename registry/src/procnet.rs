@@ -1,0 +1,159 @@
+//! What Linux's `/proc/net` tables say about listening sockets, read without
+//! touching the sockets themselves (a test connection would be seen by the
+//! app as a client that left at once): whether a Unix socket path still has
+//! a listener behind it (a socket file outlives its killed process), and
+//! which uid owns the TCP listener on an address (a TCP route must reach a
+//! process of ours). Elsewhere (macOS) every answer is `None`: unknown.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+
+/// `__SO_ACCEPTCON` in `/proc/net/unix`'s flags: the socket listens.
+const ACCEPTCON: u32 = 0x0001_0000;
+/// `TCP_LISTEN` in `/proc/net/tcp`'s `st` column.
+const TCP_LISTEN: u8 = 0x0A;
+/// The tables are read up to this size (tens of thousands of sockets).
+const MAX_TABLE: u64 = 64 * 1024 * 1024;
+
+/// Whether a socket listens at `path`: `Some(false)` when the table has no
+/// listening socket bound to it, `None` when the table cannot be read.
+pub fn unix_listening(path: &Path) -> Option<bool> {
+    let table = read_table("/proc/net/unix")?;
+    Some(unix_listening_in(&table, path.as_os_str().as_encoded_bytes()))
+}
+
+fn unix_listening_in(table: &str, path: &[u8]) -> bool {
+    table.lines().skip(1).any(|line| {
+        let mut cols = line.split_whitespace();
+        let flags = cols.nth(3).and_then(|f| u32::from_str_radix(f, 16).ok()).unwrap_or(0);
+        // Num RefCount Protocol Flags | Type St Inode Path
+        let bound = cols.nth(3);
+        flags & ACCEPTCON != 0 && bound.is_some_and(|p| p.as_bytes() == path)
+    })
+}
+
+/// The uid owning the TCP socket that listens for `addr` (on its address or
+/// the wildcard of either family), `None` when none does or the tables
+/// cannot be read.
+pub fn tcp_listener_uid(addr: SocketAddr) -> Option<u32> {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|t| read_table(t))
+        .find_map(|table| tcp_listener_uid_in(&table, addr))
+}
+
+fn tcp_listener_uid_in(table: &str, addr: SocketAddr) -> Option<u32> {
+    table.lines().skip(1).find_map(|line| {
+        // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid ...
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        let local = parse_hex_addr(cols.get(1)?)?;
+        let state = u8::from_str_radix(cols.get(3)?, 16).ok()?;
+        let uid = cols.get(7)?.parse().ok()?;
+        (state == TCP_LISTEN && local.port() == addr.port() && covers(local.ip(), addr.ip())).then_some(uid)
+    })
+}
+
+/// Whether a listener bound to `bound` receives connections for `to`.
+fn covers(bound: IpAddr, to: IpAddr) -> bool {
+    let to = match to {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(to, IpAddr::V4),
+        v4 => v4,
+    };
+    let bound_v4 = match bound {
+        IpAddr::V6(v6) if v6.is_unspecified() => return true,
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(bound, IpAddr::V4),
+        v4 => v4,
+    };
+    bound_v4.is_unspecified() && to.is_ipv4() || bound_v4 == to
+}
+
+/// `0100007F:0BB8` (IPv4, host byte order per 32-bit word) or the 32-hex-digit
+/// IPv6 form.
+fn parse_hex_addr(s: &str) -> Option<SocketAddr> {
+    let (ip, port) = s.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let words: Vec<u32> = (0..ip.len() / 8)
+        .map(|i| ip.get(i * 8..i * 8 + 8).and_then(|w| u32::from_str_radix(w, 16).ok()))
+        .collect::<Option<_>>()?;
+    let ip = match words.as_slice() {
+        [w] => IpAddr::V4(Ipv4Addr::from(w.to_le_bytes())),
+        [a, b, c, d] => {
+            let mut bytes = [0u8; 16];
+            for (i, w) in [a, b, c, d].iter().enumerate() {
+                bytes[i * 4..i * 4 + 4].copy_from_slice(&w.to_le_bytes());
+            }
+            IpAddr::V6(Ipv6Addr::from(bytes))
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+fn read_table(path: &str) -> Option<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path).ok()?.take(MAX_TABLE).read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UNIX: &str = "\
+Num       RefCount Protocol Flags    Type St Inode Path
+0000000000000000: 00000002 00000000 00010000 0001 01 41190 /tmp/h/run/shop.main.80.sock
+0000000000000000: 00000002 00000000 00000000 0001 01 41191 /tmp/h/run/shop.bound.80.sock
+0000000000000000: 00000003 00000000 00000000 0001 03 41192
+";
+
+    #[test]
+    fn unix_table() {
+        assert!(unix_listening_in(UNIX, b"/tmp/h/run/shop.main.80.sock"));
+        assert!(!unix_listening_in(UNIX, b"/tmp/h/run/shop.bound.80.sock"), "bound, not listening");
+        assert!(!unix_listening_in(UNIX, b"/tmp/h/run/gone.sock"));
+    }
+
+    const TCP: &str = "\
+  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:0BB8 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 1 1 0
+   1: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2 1 0
+   2: 0100007F:1F91 0100007F:A000 01 00000000:00000000 00:00000000 00000000    33        0 3 1 0
+";
+    const TCP6: &str = "\
+  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000000000000000000001000000:1389 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000   501        0 4 1 0
+   1: 00000000000000000000000000000000:138A 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000   502        0 5 1 0
+";
+
+    fn a(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn tcp_tables() {
+        assert_eq!(tcp_listener_uid_in(TCP, a("127.0.0.1:3000")), Some(1000));
+        assert_eq!(tcp_listener_uid_in(TCP, a("127.0.0.2:3000")), None);
+        assert_eq!(tcp_listener_uid_in(TCP, a("127.0.0.1:8080")), Some(0), "0.0.0.0 covers 127.0.0.1");
+        assert_eq!(tcp_listener_uid_in(TCP, a("127.0.0.1:8081")), None, "connected, not listening");
+        assert_eq!(tcp_listener_uid_in(TCP6, a("[::1]:5001")), Some(501));
+        assert_eq!(tcp_listener_uid_in(TCP6, a("127.0.0.1:5002")), Some(502), "[::] covers IPv4");
+        assert_eq!(tcp_listener_uid_in(TCP6, a("127.0.0.1:5001")), None, "::1 is not 127.0.0.1");
+    }
+
+    #[test]
+    fn this_machine() {
+        if !Path::new("/proc/net/tcp").exists() {
+            return;
+        }
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let me = rustix::process::geteuid().as_raw();
+        assert_eq!(tcp_listener_uid(l.local_addr().unwrap()), Some(me));
+        let dir = crate::testutil::TempDir::new("procnet");
+        let p = dir.path().join("x.sock");
+        let u = std::os::unix::net::UnixListener::bind(&p).unwrap();
+        assert_eq!(unix_listening(&p), Some(true));
+        drop(u);
+        assert_eq!(unix_listening(&p), Some(false), "the file stays, the listener is gone");
+    }
+}
