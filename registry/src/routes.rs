@@ -77,13 +77,18 @@ impl StaticRoutes {
     /// Reads `routes.json` of `home`, applies `edit`, and saves it if `edit`
     /// changed it — all under an exclusive lock on the home directory, so
     /// that concurrent editors (several `agentfs route`, or one and the
-    /// router) never lose each other's routes.
+    /// router) never lose each other's routes. A corrupt file is an error
+    /// (never overwritten); a FIFO or device in its place is replaced.
     pub fn edit<T>(home: &Home, edit: impl FnOnce(&mut StaticRoutes) -> T) -> Result<T, RoutesError> {
         let path = home.routes_file();
         let io_err = |source| RoutesError::Io { path: home.root().to_owned(), source };
         let dir = std::fs::File::open(home.root()).map_err(io_err)?;
         rustix::fs::flock(&dir, rustix::fs::FlockOperation::LockExclusive).map_err(|e| io_err(e.into()))?;
-        let mut routes = StaticRoutes::load(&path)?;
+        let mut routes = match StaticRoutes::load(&path) {
+            // A FIFO or device there holds no routes: replaced by the rename.
+            Err(RoutesError::Unsafe { why: safefile::SafeReadError::NotRegular, .. }) => StaticRoutes::default(),
+            loaded => loaded?,
+        };
         let before = routes.clone();
         let answer = edit(&mut routes);
         if routes != before {

@@ -9,6 +9,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use agentfs_registry::runfile::RunFile;
 use notify::{EventKind, RecursiveMode, Watcher};
@@ -21,6 +22,9 @@ pub struct DirWatch {
     watcher: Option<notify::RecommendedWatcher>,
     /// Device and inode of the `run/` being watched; `None`: not watched.
     run_id: Option<(u64, u64)>,
+    /// Set by the watch when `run/` itself goes or comes: a new directory
+    /// may get the old one's inode number at once.
+    replaced: Arc<AtomicBool>,
     warned: bool,
 }
 
@@ -29,7 +33,8 @@ impl DirWatch {
     /// reached) discovery still works, through pid exits and the periodic
     /// rescan, and says so once.
     pub fn start(shared: Arc<Shared>) -> DirWatch {
-        let mut w = DirWatch { shared, watcher: None, run_id: None, warned: false };
+        let replaced = Arc::new(AtomicBool::new(false));
+        let mut w = DirWatch { shared, watcher: None, run_id: None, replaced, warned: false };
         w.refresh();
         w
     }
@@ -39,12 +44,13 @@ impl DirWatch {
     pub fn refresh(&mut self) {
         let run_dir = self.shared.config.home.run_dir();
         let now = std::fs::symlink_metadata(&run_dir).ok().map(|m| (m.dev(), m.ino()));
-        if now.is_some() && now == self.run_id {
+        let replaced = self.replaced.swap(false, Ordering::Relaxed);
+        if now.is_some() && now == self.run_id && !replaced {
             return;
         }
-        if let Some(w) = self.watcher.as_mut() {
-            let _ = w.unwatch(&run_dir);
-        }
+        // A new watcher, not a new watch on the old one: the backend keys its
+        // watches by path and may still hold the deleted directory's.
+        self.watcher = None;
         self.run_id = None;
         match self.watch(&run_dir) {
             Ok(()) => {
@@ -65,7 +71,7 @@ impl DirWatch {
 
     fn watch(&mut self, run_dir: &std::path::Path) -> Result<(), notify::Error> {
         if self.watcher.is_none() {
-            let mut w = notify::recommended_watcher(handler(self.shared.clone()))?;
+            let mut w = notify::recommended_watcher(handler(self.shared.clone(), self.replaced.clone()))?;
             w.watch(self.shared.config.home.root(), RecursiveMode::NonRecursive)?;
             self.watcher = Some(w);
         }
@@ -74,10 +80,15 @@ impl DirWatch {
     }
 }
 
-fn handler(shared: Arc<Shared>) -> impl notify::EventHandler {
+fn handler(shared: Arc<Shared>, replaced: Arc<AtomicBool>) -> impl notify::EventHandler {
     let run_dir: PathBuf = shared.config.home.run_dir();
     move |ev: notify::Result<notify::Event>| match ev {
-        Ok(ev) if relevant(&ev, &run_dir) => shared.poke(),
+        Ok(ev) if relevant(&ev, &run_dir) => {
+            if ev.paths.contains(&run_dir) {
+                replaced.store(true, Ordering::Relaxed);
+            }
+            shared.poke();
+        }
         Ok(_) => {}
         Err(e) => {
             tracing::debug!(error = %e, "watch error; rescanning");

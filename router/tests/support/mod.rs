@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod http;
+pub mod logs;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
