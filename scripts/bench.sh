@@ -40,6 +40,7 @@ STARTUP_ROUNDS=11 STARTUP_RUNS=40
 SCALE_ROUNDS=$((ROUNDS * 2 - 1)) # a route-count round compares two runs of one system: more of them
 
 P_ROUTER=$BASE P_DIRECT=$((BASE + 1)) P_NGINX=$((BASE + 2)) P_HAPROXY=$((BASE + 3)) P_CADDY=$((BASE + 4))
+P_ORIGINAL=3000 # the backend's own port (bench.main.3000.sock), mirrored by the router
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
@@ -264,7 +265,7 @@ start_all() {
     wait_http "$P_DIRECT" bench.localhost /
     rescan
     local p
-    for p in "$P_ROUTER" "$P_NGINX" "$P_HAPROXY" "$P_CADDY"; do wait_http "$p" bench.localhost /; done
+    for p in "$P_ROUTER" "$P_NGINX" "$P_HAPROXY" "$P_CADDY" "$P_ORIGINAL"; do wait_http "$p" bench.localhost /; done
 }
 
 # ---------------------------------------------------------------- phases
@@ -276,10 +277,13 @@ target_of() {
     haproxy) echo "$P_HAPROXY $PID_HAPROXY" ;;
     caddy) echo "$P_CADDY $PID_CADDY" ;;
     direct) echo "$P_DIRECT $PID_BACKEND" ;;
+    original) echo "$P_ORIGINAL $PID_ROUTER" ;;
     esac
 }
 
-SYSTEMS=(router nginx haproxy caddy direct)
+# `original`: the router again, on the backend's own port (3000, which the
+# router mirrors on loopback while the instance holds it).
+SYSTEMS=(router nginx haproxy caddy direct original)
 
 proxy_phase() {
     local c r i n=${#SYSTEMS[@]} sys port pid
@@ -440,9 +444,10 @@ proxy_table() {
     echo "| -c | system | req/s | p50 ms | p99 ms | CPU µs/req | errors | req/s vs nginx | req/s vs haproxy |"
     echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|"
     for c in 50 500; do
-        for sys in router nginx haproxy caddy direct; do
+        for sys in router original nginx haproxy caddy direct; do
             local label=$sys
             [ "$sys" = router ] && label="**agentfs router**"
+            [ "$sys" = original ] && label="agentfs router on the app's original port (localhost:$P_ORIGINAL)"
             [ "$sys" = direct ] && label="backend direct over TCP (ceiling)"
             echo "| $c | $label | $(col "$sys.$c" 1) | $(col "$sys.$c" 2) | $(col "$sys.$c" 3) | $(col "$sys.$c" 5) | $(errs "$sys.$c") | $(r3 "$(paired "$sys.$c" nginx.$c 1)") | $(r3 "$(paired "$sys.$c" haproxy.$c 1)") |"
         done
@@ -469,6 +474,9 @@ proxy_checks() {
         echo "| router ≥ 1.0× haproxy req/s at -c$c | $(r3 "$vh")× | $(check "$vh" 1 '>=') |"
         echo "| router p99 ≤ nginx p99 at -c$c | $(r3 "$p99")× ($(col router.$c 3) ms vs $(col nginx.$c 3) ms) | $(check "$p99" 1 '<=') |"
         echo "| router p99 ≤ haproxy p99 at -c$c (SPEC; the issue asks only nginx's) | $(r3 "$p99h")× ($(col router.$c 3) ms vs $(col haproxy.$c 3) ms) | $(check "$p99h" 1 '<=') |"
+        local vo
+        vo=$(paired original.$c router.$c 1)
+        echo "| original port ≥ 0.95× the router's port req/s at -c$c | $(r3 "$vo")× | $(check "$vo" 0.95 '>=') |"
     done
 }
 

@@ -32,6 +32,8 @@ pub const REPLICA: &str = "AGENTFS_REPLICA";
 pub const HTTP_PORT: &str = "AGENTFS_HTTP_PORT";
 /// Seconds the router drains in-flight requests on shutdown.
 pub const DRAIN_TIMEOUT_SECS: &str = "AGENTFS_DRAIN_TIMEOUT_SECS";
+/// `0` turns off the router's listeners on the apps' original ports.
+pub const ORIGINAL_PORTS: &str = "AGENTFS_ORIGINAL_PORTS";
 
 /// A set of ports given as `3000,8000-8010`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -42,6 +42,37 @@ pub fn tcp_listener_uid(addr: SocketAddr) -> Option<u32> {
         .find_map(|table| tcp_listener_uid_in(&table, addr))
 }
 
+/// Who listens on TCP `port` of loopback or the wildcard (either family):
+/// `pid 4242 (postgres)`, or `uid 1000` when the process cannot be found.
+pub fn tcp_port_holder(port: u16) -> Option<String> {
+    let (uid, inode) = ["/proc/net/tcp", "/proc/net/tcp6"].iter().filter_map(|t| read_table(t)).find_map(|table| {
+        table.lines().skip(1).find_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let local = parse_hex_addr(cols.get(1)?)?;
+            let listening = u8::from_str_radix(cols.get(3)?, 16).ok()? == TCP_LISTEN;
+            let ours =
+                local.ip().is_loopback() || local.ip().is_unspecified() || covers(local.ip(), [127, 0, 0, 1].into());
+            (listening && ours && local.port() == port)
+                .then(|| Some((cols.get(7)?.to_string(), cols.get(9)?.to_string())))?
+        })
+    })?;
+    let needle = format!("socket:[{inode}]");
+    let pid = std::fs::read_dir("/proc").ok()?.flatten().find_map(|p| {
+        let pid: u32 = p.file_name().to_str()?.parse().ok()?;
+        let fds = std::fs::read_dir(p.path().join("fd")).ok()?;
+        fds.flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == needle.as_str()))
+            .then_some(pid)
+    });
+    match pid {
+        Some(pid) => {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            Some(format!("pid {pid} ({})", comm.trim()))
+        }
+        None => Some(format!("uid {uid}")),
+    }
+}
+
 fn tcp_listener_uid_in(table: &str, addr: SocketAddr) -> Option<u32> {
     table.lines().skip(1).find_map(|line| {
         // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid ...
@@ -149,6 +180,9 @@ Num       RefCount Protocol Flags    Type St Inode Path
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let me = rustix::process::geteuid().as_raw();
         assert_eq!(tcp_listener_uid(l.local_addr().unwrap()), Some(me));
+        let port = l.local_addr().unwrap().port();
+        let holder = tcp_port_holder(port).unwrap();
+        assert!(holder.starts_with(&format!("pid {} (", std::process::id())), "{holder}");
         let dir = crate::testutil::TempDir::new("procnet");
         let p = dir.path().join("x.sock");
         let u = std::os::unix::net::UnixListener::bind(&p).unwrap();

@@ -36,6 +36,22 @@ pub struct RoutesView {
     pub static_routes: Vec<StaticView>,
     /// Instances whose wrapper runs but whose app has not listened yet.
     pub starting: Vec<StartingView>,
+    /// Ports instances converted, mirrored on loopback (see the router's `original`).
+    #[serde(default)]
+    pub original_ports: Vec<OriginalPortView>,
+}
+
+/// An original port: `localhost:<port>` outside the instances.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OriginalPortView {
+    pub port: u16,
+    /// The router listens on `127.0.0.1:<port>` and `[::1]:<port>`.
+    pub mirrored: bool,
+    /// Why not, e.g. `in use by pid 4242 (postgres)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// `<instance>.<app>` that `localhost:<port>` reaches (the earliest holder).
+    pub answers: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -18,6 +18,8 @@ pub enum ConfigError {
     BadPort { var: &'static str, value: String },
     #[error("{var}={value:?} is not a number of seconds; expected e.g. 10")]
     BadSeconds { var: &'static str, value: String },
+    #[error("{var}={value:?} must be 0 (off) or 1 (on)")]
+    BadSwitch { var: &'static str, value: String },
 }
 
 /// Limits on what one client may cost.
@@ -53,6 +55,8 @@ pub struct Config {
     pub start_wait: Duration,
     /// Safety-net rescan of `run/`, besides the watch and pid exits.
     pub rescan_interval: Duration,
+    /// Also listen on loopback on the ports apps converted (see `original`).
+    pub original_ports: bool,
     pub limits: Limits,
 }
 
@@ -66,6 +70,7 @@ impl Config {
             drain_timeout: DEFAULT_DRAIN,
             start_wait: Duration::from_secs(30),
             rescan_interval: Duration::from_secs(5),
+            original_ports: true,
             limits: Limits::default(),
         }
     }
@@ -86,6 +91,13 @@ impl Config {
             let secs = v.trim().parse::<u64>().ok().filter(|s| *s <= 24 * 3600);
             let secs = secs.ok_or(ConfigError::BadSeconds { var: env::DRAIN_TIMEOUT_SECS, value: v })?;
             c.drain_timeout = Duration::from_secs(secs);
+        }
+        if let Some(v) = get(env::ORIGINAL_PORTS).filter(|v| !v.trim().is_empty()) {
+            c.original_ports = match v.trim() {
+                "1" => true,
+                "0" => false,
+                _ => return Err(ConfigError::BadSwitch { var: env::ORIGINAL_PORTS, value: v }),
+            };
         }
         Ok(c)
     }

@@ -18,8 +18,8 @@ pub fn serve<B>(req: &Request<B>, table: &Table, shared: &Shared) -> Response<Bo
             .render(fmt);
     }
     match req.uri().path() {
-        "/api/routes" => json(table),
-        "/" if fmt == Format::Json => json(table),
+        "/api/routes" => json(table, shared),
+        "/" if fmt == Format::Json => json(table, shared),
         "/" => page(table, shared),
         p => {
             let message = format!("the dashboard has no page {p}; try / or /api/routes");
@@ -28,8 +28,8 @@ pub fn serve<B>(req: &Request<B>, table: &Table, shared: &Shared) -> Response<Bo
     }
 }
 
-fn json(table: &Table) -> Response<Body> {
-    let bytes = serde_json::to_vec(table.view()).unwrap_or_default();
+fn json(table: &Table, shared: &Shared) -> Response<Body> {
+    let bytes = serde_json::to_vec(&shared.routes_view(table)).unwrap_or_default();
     respond(bytes, "application/json")
 }
 

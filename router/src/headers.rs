@@ -9,6 +9,8 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// The loop counter header.
 pub const HOPS: HeaderName = HeaderName::from_static("x-agentfs-hops");
+/// On an answer from an app's original port: which instance answered (`main.shop`).
+pub const X_AGENTFS_INSTANCE: HeaderName = HeaderName::from_static("x-agentfs-instance");
 /// Passes allowed; the next one is a loop (508).
 pub const MAX_HOPS: u32 = 5;
 

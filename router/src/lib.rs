@@ -21,6 +21,7 @@
 //! watch) and `pidwatch` (process exits), `server` (accept loops, graceful drain) on `shards` (a
 //! single-threaded runtime per CPU), `listen` (addresses),
 //! `limits` (header size/time, connections), `mgmt` (the `router.sock` API),
+//! `original` (listening on the apps' original ports too),
 //! `state` (what the running parts share), `throttle` (backoff and log
 //! limits for failures that repeat).
 #![forbid(unsafe_code)]
@@ -43,6 +44,7 @@ mod lifecycle;
 mod limits;
 mod listen;
 mod mgmt;
+mod original;
 mod pidwatch;
 mod pool;
 mod proxy;

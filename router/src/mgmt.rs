@@ -112,7 +112,7 @@ async fn route(req: Request<Incoming>, shared: &Arc<Shared>) -> Res {
     let path = req.uri().path().to_owned();
     match (req.method().clone(), path.as_str()) {
         (Method::GET, "/v1/status") => ok(&status(shared)),
-        (Method::GET, "/v1/routes") => ok(shared.table().view()),
+        (Method::GET, "/v1/routes") => ok(&shared.routes_view(&shared.table())),
         (Method::POST, "/v1/rescan") => {
             shared.rescan().await;
             ok(&status(shared))

@@ -16,6 +16,7 @@ use crate::body::{self, Body, RequestBody};
 use crate::headers;
 use crate::host::{Host, HostError};
 use crate::limits::Activity;
+use crate::original::{self, OnPort};
 use crate::pool::{self, ConnectError, Upstream};
 use crate::state::Shared;
 use crate::table::{Lookup, ReplicaSet, Table};
@@ -28,6 +29,8 @@ pub struct ConnCtx {
     pub forwarded: headers::Forwarded,
     /// Requests in flight, for the header timeout.
     pub activity: Arc<Activity>,
+    /// The app port this connection came in on, if not the router's (see `original`).
+    pub original: Option<u16>,
     /// Held while the connection (or a tunnel made from it) lives.
     pub _permit: Option<OwnedSemaphorePermit>,
 }
@@ -41,9 +44,11 @@ pub async fn handle(req: Request<Incoming>, cx: Arc<ConnCtx>) -> Result<Response
 }
 
 async fn route(req: Request<Incoming>, cx: Arc<ConnCtx>) -> Response<Body> {
-    let resolved = match Host::of_request(&req) {
-        Ok(host) => resolve(&cx.shared, &host, &req).await,
-        Err(e) => return host_error(e, Format::of(req.headers())),
+    let resolved = match (cx.original, Host::of_request(&req)) {
+        (_, Err(HostError::Duplicate)) => return host_error(HostError::Duplicate, Format::of(req.headers())),
+        (Some(port), _) => on_original_port(&cx.shared, port, &req),
+        (None, Ok(host)) => resolve(&cx.shared, &host, &req).await,
+        (None, Err(e)) => return host_error(e, Format::of(req.headers())),
     };
     let set = match resolved {
         Resolved::Set(set) => set,
@@ -51,6 +56,22 @@ async fn route(req: Request<Incoming>, cx: Arc<ConnCtx>) -> Response<Body> {
         Resolved::Answer(res) => return res,
     };
     forward(req, &set, cx).await
+}
+
+/// Phase 2 on an app's original port (see `original::resolve`).
+fn on_original_port(shared: &Shared, port: u16, req: &Request<Incoming>) -> Resolved {
+    let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let host = header(header::HOST).or_else(|| req.uri().authority().map(|a| a.as_str())).unwrap_or("");
+    let table = shared.table();
+    match original::resolve(&table, port, host, header(header::ORIGIN), header(header::REFERER)) {
+        OnPort::Route(set) => Resolved::Set(set.clone()),
+        OnPort::Error(e) => Resolved::Answer(host_error(e, Format::of(req.headers()))),
+        OnPort::Unknown => {
+            let message = format!("no running app answers to {host} on its port {port}");
+            let answer = Answer { status: StatusCode::NOT_FOUND, title: "unknown host", message, routes: None };
+            Resolved::Answer(answer.render(Format::of(req.headers())))
+        }
+    }
 }
 
 enum Resolved {
@@ -245,6 +266,7 @@ fn respond(
     fmt: Format,
 ) -> Response<Body> {
     let switching = res.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let on_original_port = cx.original.is_some();
     if switching {
         let Some(client) = client_upgrade else {
             let failure = [(set.what.clone(), "the app switched protocols without being asked".to_owned())];
@@ -254,6 +276,11 @@ fn respond(
         tokio::spawn(tunnel::run(client, app, cx));
     }
     headers::strip_hop_by_hop(res.headers_mut(), switching);
+    if on_original_port {
+        if let Ok(v) = HeaderValue::from_str(&set.instance) {
+            res.headers_mut().insert(headers::X_AGENTFS_INSTANCE, v);
+        }
+    }
     res.map(|b| body::stream(b, conn))
 }
 

@@ -29,6 +29,7 @@ use tracing::Instrument;
 use crate::headers::Forwarded;
 use crate::lean;
 use crate::limits::{self, Activity};
+use crate::original::{self, Sniffed};
 use crate::proxy::{self, ConnCtx};
 use crate::shards;
 use crate::state::Shared;
@@ -82,8 +83,12 @@ pub fn start(listeners: Vec<TcpListener>, shared: &Arc<Shared>, shards: &[Handle
         conns.stop_all();
     });
     for l in listeners {
-        tokio::spawn(accept_loop(l, server.clone()));
+        tokio::spawn(accept_loop(l, server.clone(), None));
     }
+    let srv = server.clone();
+    let serve_original =
+        move |l: TcpListener, port: u16| tokio::spawn(accept_loop(l, srv.clone(), Some(port))).abort_handle();
+    tokio::spawn(original::run(shared.clone(), serve_original));
     Ok(Drain { rx })
 }
 
@@ -91,7 +96,8 @@ pub fn start(listeners: Vec<TcpListener>, shared: &Arc<Shared>, shards: &[Handle
 /// fail on every call).
 static ACCEPT_FAILED: LogLimit = LogLimit::new(std::time::Duration::from_secs(60));
 
-async fn accept_loop(listener: TcpListener, server: Arc<Server>) {
+/// Accepts on one listener: the router's port, or an app's `original` port.
+async fn accept_loop(listener: TcpListener, server: Arc<Server>, original: Option<u16>) {
     let shared = &server.shared;
     let mut backoff = Backoff::default();
     loop {
@@ -117,12 +123,18 @@ async fn accept_loop(listener: TcpListener, server: Arc<Server>) {
             p = server.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
             _ = shared.stopped() => return,
         };
-        hand_off(&server, stream, peer, permit);
+        hand_off(&server, stream, peer, permit, original);
     }
 }
 
 /// Serves a connection on the shard [`shards::pick`] chooses.
-fn hand_off(server: &Arc<Server>, stream: std::net::TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit) {
+fn hand_off(
+    server: &Arc<Server>,
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+    original: Option<u16>,
+) {
     let shared = &server.shared;
     let i = shards::pick(&server.load);
     // Counted from here, and until the task ends or is dropped unrun.
@@ -133,7 +145,7 @@ fn hand_off(server: &Arc<Server>, stream: std::net::TcpStream, peer: SocketAddr,
     let task = async move {
         let _load = load;
         match TcpStream::from_std(stream) {
-            Ok(stream) => serve_conn(stream, forwarded, permit, &srv).await,
+            Ok(stream) => serve_conn(stream, forwarded, permit, &srv, original).await,
             Err(e) => tracing::warn!(error = %e, "cannot serve a connection"),
         }
     }
@@ -161,22 +173,39 @@ impl Drop for Load {
 }
 
 /// Serves a connection on the lean path (see `lean`), then, if it needs
-/// more, on the general one: hyper, HTTP/1.1 or h2c.
-async fn serve_conn(stream: TcpStream, forwarded: Forwarded, permit: OwnedSemaphorePermit, server: &Server) {
+/// more, on the general one: hyper, HTTP/1.1 or h2c. On an original port,
+/// what is not HTTP is tunnelled to the port's holder (see `original`).
+async fn serve_conn(
+    stream: TcpStream,
+    forwarded: Forwarded,
+    permit: OwnedSemaphorePermit,
+    server: &Server,
+    original: Option<u16>,
+) {
     let accepted = tokio::time::Instant::now();
     let _ = stream.set_nodelay(true);
     let shared = &server.shared;
     let limit = shared.config.limits.header_read_timeout;
-    if !limits::first_byte(&stream, limit).await {
+    if let Some(port) = original {
+        match original::sniff(&stream).await {
+            Sniffed::Http => {}
+            Sniffed::Closed => return,
+            Sniffed::Other => {
+                let Some(set) = shared.table().original_holder(port).cloned() else { return };
+                return original::tunnel(stream, set).await;
+            }
+        }
+    } else if !limits::first_byte(&stream, limit).await {
         return tracing::debug!("closed: nothing sent");
     }
     let (_registered, mut stop) = Registered::new(&server.conns);
-    let (stream, stopping, idle_since) = match lean::serve(stream, accepted, shared, &forwarded, &mut stop).await {
+    let ended = lean::serve(stream, accepted, shared, &forwarded, &mut stop, original).await;
+    let (stream, stopping, idle_since) = match ended {
         lean::Ended::Closed => return,
         lean::Ended::General { stream, stopping, idle_since } => (stream, stopping, idle_since),
     };
     let activity = Activity::idle_since(idle_since);
-    let cx = Arc::new(ConnCtx { shared: shared.clone(), forwarded, activity, _permit: Some(permit) });
+    let cx = Arc::new(ConnCtx { shared: shared.clone(), forwarded, activity, original, _permit: Some(permit) });
     let svc_cx = cx.clone();
     let service = service_fn(move |req| proxy::handle(req, svc_cx.clone()));
     let conn = server.builder.serve_connection_with_upgrades(TokioIo::new(stream), service);

@@ -30,6 +30,8 @@ pub struct Shared {
     pub waiting: std::sync::atomic::AtomicUsize,
     /// Serialises edits of `routes.json`.
     pub routes_lock: tokio::sync::Mutex<()>,
+    /// The listeners on the apps' original ports.
+    pub originals: crate::original::Originals,
 }
 
 impl Shared {
@@ -47,7 +49,16 @@ impl Shared {
             stop: watch::Sender::new(false),
             waiting: std::sync::atomic::AtomicUsize::new(0),
             routes_lock: tokio::sync::Mutex::new(()),
+            originals: crate::original::Originals::default(),
         })
+    }
+
+    /// The routes as the API and the dashboard's JSON show them: the
+    /// table's, with the original ports' state.
+    pub fn routes_view(&self, table: &Table) -> crate::api::RoutesView {
+        let mut view = table.view().clone();
+        view.original_ports = self.originals.view(table);
+        view
     }
 
     /// The current table (lock-free).

@@ -22,13 +22,16 @@ use crate::pool::Upstream;
 pub struct ReplicaSet {
     /// What this is, for messages: `shop (main) port 3000` or a static host.
     pub what: String,
+    /// `<instance>.<app>` of a discovered listener (the `x-agentfs-instance`
+    /// of answers on an original port); empty for a static route.
+    pub instance: String,
     pub upstreams: Vec<Arc<Upstream>>,
     next: AtomicUsize,
 }
 
 impl ReplicaSet {
-    fn new(what: String, upstreams: Vec<Arc<Upstream>>) -> Arc<ReplicaSet> {
-        Arc::new(ReplicaSet { what, upstreams, next: AtomicUsize::new(0) })
+    fn new(what: String, instance: String, upstreams: Vec<Arc<Upstream>>) -> Arc<ReplicaSet> {
+        Arc::new(ReplicaSet { what, instance, upstreams, next: AtomicUsize::new(0) })
     }
 
     /// The order to try replicas in: round-robin, the ones last found dead at the end.
@@ -44,6 +47,9 @@ struct InstanceRoutes {
     label: Label,
     primary_port: u16,
     ports: BTreeMap<u16, Arc<ReplicaSet>>,
+    /// Ports whose listeners are converted (Unix sockets), with when the
+    /// first of them started: the ports mirrored on loopback (see `original`).
+    converted: BTreeMap<u16, u64>,
 }
 
 struct AppRoutes {
@@ -89,7 +95,17 @@ pub struct Table {
     statics: HashMap<String, Arc<ReplicaSet>>,
     starting: Vec<WrapperRecord>,
     upstreams: BTreeMap<UpKey, Arc<Upstream>>,
+    /// Original port → who holds it, earliest-started first.
+    originals: BTreeMap<u16, Vec<Holder>>,
     view: RoutesView,
+}
+
+/// An instance holding an original port: its app and its index there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Holder {
+    started_at_ms: u64,
+    app: String,
+    index: usize,
 }
 
 impl Table {
@@ -117,12 +133,13 @@ impl Table {
         };
         for (host, target) in &statics.routes {
             let up = reuse(UpKey::Static { host: host.clone(), target: target.clone() }, target, None);
-            t.statics.insert(host.clone(), ReplicaSet::new(host.clone(), vec![up]));
+            t.statics.insert(host.clone(), ReplicaSet::new(host.clone(), String::new(), vec![up]));
         }
         for (app, a) in model::group(listeners) {
             let instances = a.instances.iter().map(|i| instance_routes(i, &mut reuse)).collect();
             t.apps.insert(app.as_str().to_owned(), AppRoutes::new(instances));
         }
+        t.originals = originals(&t.apps);
         t.starting.retain(|w| {
             let listening =
                 t.apps.get(w.app.as_str()).is_some_and(|a| a.instances.iter().any(|i| i.label == w.instance));
@@ -130,6 +147,28 @@ impl Table {
         });
         t.view = t.make_view(statics);
         t
+    }
+
+    /// The ports instances converted, each mirrored on loopback while held.
+    pub fn original_ports(&self) -> impl Iterator<Item = u16> + '_ {
+        self.originals.keys().copied()
+    }
+
+    /// Port `port` of an instance: `instance` of `app`, or the app's earliest
+    /// instance holding it.
+    pub fn original_of(&self, port: u16, app: &str, instance: Option<&str>) -> Option<&Arc<ReplicaSet>> {
+        let holders = self.originals.get(&port)?;
+        let a = self.apps.get(app)?;
+        let held = |h: &&Holder| h.app == app && instance.is_none_or(|l| a.instances[h.index].label.as_str() == l);
+        let h = holders.iter().find(held)?;
+        a.instances[h.index].ports.get(&port)
+    }
+
+    /// Port `port` of its earliest-started holder, and that holder's
+    /// `<instance>.<app>`.
+    pub fn original_holder(&self, port: u16) -> Option<&Arc<ReplicaSet>> {
+        let h = self.originals.get(&port)?.first()?;
+        self.apps.get(&h.app)?.instances.get(h.index)?.ports.get(&port)
     }
 
     /// Whether `other` routes exactly as this table does.
@@ -216,7 +255,7 @@ impl Table {
                 wrapper_pid: w.wrapper_pid,
             })
             .collect();
-        RoutesView { apps, static_routes, starting }
+        RoutesView { apps, static_routes, starting, original_ports: Vec::new() }
     }
 }
 
@@ -224,7 +263,7 @@ fn instance_routes(
     i: &Instance,
     reuse: &mut impl FnMut(UpKey, &Target, Option<&Listener>) -> Arc<Upstream>,
 ) -> InstanceRoutes {
-    let mut ports = BTreeMap::new();
+    let (mut ports, mut converted) = (BTreeMap::new(), BTreeMap::new());
     for (port, replicas) in &i.ports {
         let ups = replicas
             .iter()
@@ -240,9 +279,30 @@ fn instance_routes(
             })
             .collect();
         let what = format!("{} ({}) port {port}", i.app, i.instance);
-        ports.insert(*port, ReplicaSet::new(what, ups));
+        let instance = format!("{}.{}", i.instance, i.app);
+        ports.insert(*port, ReplicaSet::new(what, instance, ups));
+        let unix = replicas.iter().filter(|l| matches!(l.target, Target::Unix(_)));
+        if let Some(first) = unix.map(|l| l.started_at_ms).min() {
+            converted.insert(*port, first);
+        }
     }
-    InstanceRoutes { label: i.instance.clone(), primary_port: i.primary_port, ports }
+    InstanceRoutes { label: i.instance.clone(), primary_port: i.primary_port, ports, converted }
+}
+
+/// Who holds each converted port, earliest-started first (ties by name).
+fn originals(apps: &HashMap<String, AppRoutes>) -> BTreeMap<u16, Vec<Holder>> {
+    let mut out: BTreeMap<u16, Vec<Holder>> = BTreeMap::new();
+    for (app, a) in apps {
+        for (index, i) in a.instances.iter().enumerate() {
+            for (port, started_at_ms) in &i.converted {
+                out.entry(*port).or_default().push(Holder { started_at_ms: *started_at_ms, app: app.clone(), index });
+            }
+        }
+    }
+    for holders in out.values_mut() {
+        holders.sort_by(|a, b| (a.started_at_ms, &a.app, a.index).cmp(&(b.started_at_ms, &b.app, b.index)));
+    }
+    out
 }
 
 fn instance_view(app: &Label, i: &InstanceRoutes, default: bool, router_port: u16) -> InstanceView {

@@ -43,6 +43,9 @@ pub struct Request<'h, 'b> {
     /// Bytes of the head (the request ends there: it has no body).
     pub len: usize,
     pub host: &'b str,
+    /// `Origin` and `Referer`, which choose the instance on an original port.
+    pub origin: Option<&'b str>,
+    pub referer: Option<&'b str>,
     /// A HEAD request: its response has no body.
     pub is_head: bool,
     /// The client said `Connection: close`.
@@ -113,6 +116,8 @@ pub fn request<'h, 'b>(buf: &'b [u8], slots: &'h mut [httparse::Header<'b>]) -> 
         Some(p) if p.hops < MAX_HOPS => Parsed::Lean(Request {
             len,
             host: p.host,
+            origin: p.origin,
+            referer: p.referer,
             is_head: method == "HEAD",
             close: p.close,
             format: p.format,
@@ -130,6 +135,8 @@ pub fn request<'h, 'b>(buf: &'b [u8], slots: &'h mut [httparse::Header<'b>]) -> 
 /// What the headers of a plain request say.
 struct Plain<'b> {
     host: &'b str,
+    origin: Option<&'b str>,
+    referer: Option<&'b str>,
     close: bool,
     hops: u32,
     xff: Option<&'b [u8]>,
@@ -139,7 +146,16 @@ struct Plain<'b> {
 
 /// The headers' facts, or `None` if the request is not plain.
 fn plain<'b>(headers: &[httparse::Header<'b>]) -> Option<Plain<'b>> {
-    let mut p = Plain { host: "", close: false, hops: 0, xff: None, named: Named::default(), format: Format::Text };
+    let mut p = Plain {
+        host: "",
+        origin: None,
+        referer: None,
+        close: false,
+        hops: 0,
+        xff: None,
+        named: Named::default(),
+        format: Format::Text,
+    };
     let (mut hosts, mut hops_seen, mut xff_seen) = (0, false, false);
     for h in headers {
         let (name, value) = (h.name, h.value);
@@ -165,6 +181,10 @@ fn plain<'b>(headers: &[httparse::Header<'b>]) -> Option<Plain<'b>> {
             }
         } else if name.eq_ignore_ascii_case("accept") {
             p.format = p.format.and_accept(value);
+        } else if name.eq_ignore_ascii_case("origin") {
+            p.origin = std::str::from_utf8(value).ok();
+        } else if name.eq_ignore_ascii_case("referer") {
+            p.referer = std::str::from_utf8(value).ok();
         }
     }
     if p.named.contains("x-forwarded-for") {

@@ -36,6 +36,7 @@ pub use rewind::Rewind;
 use crate::answers::{Answer, Format};
 use crate::headers::Forwarded;
 use crate::host::Host;
+use crate::original::{self, OnPort};
 use crate::pool::Upstream;
 use crate::state::Shared;
 use crate::stream::{self, AppStream};
@@ -82,6 +83,8 @@ struct Conn<'a> {
     /// Bytes at the front of `input` known not to hold a whole head.
     scanned: usize,
     stopping: bool,
+    /// The app port this connection came in on, if not the router's (see `original`).
+    original: Option<u16>,
 }
 
 /// A request to proxy, its head already rewritten into `req_head`.
@@ -113,6 +116,7 @@ pub async fn serve(
     shared: &Shared,
     forwarded: &Forwarded,
     stop: &mut oneshot::Receiver<()>,
+    original: Option<u16>,
 ) -> Ended {
     let limits = &shared.config.limits;
     let mut c = Conn {
@@ -127,6 +131,7 @@ pub async fn serve(
         idle_since: accepted,
         scanned: 0,
         stopping: false,
+        original,
     };
     // One timer for the connection's life, pushed back only when it fires.
     let sleep = tokio::time::sleep_until(accepted + limits.header_read_timeout);
@@ -186,10 +191,16 @@ impl Conn<'_> {
             Parsed::General => return Next::General,
             Parsed::Lean(req) => req,
         };
-        let Ok(host) = Host::parse(req.host) else { return Next::General };
-        let set = match self.shared.table().resolve(&host) {
-            Lookup::Route(set) => set.clone(),
-            _ => return Next::General,
+        let table = self.shared.table();
+        let set = match self.original {
+            None => match Host::parse(req.host).map(|h| table.resolve(&h)) {
+                Ok(Lookup::Route(set)) => set.clone(),
+                _ => return Next::General,
+            },
+            Some(port) => match original::resolve(&table, port, req.host, req.origin, req.referer) {
+                OnPort::Route(set) => set.clone(),
+                _ => return Next::General,
+            },
         };
         self.req_head.clear();
         req.write_upstream(self.forwarded, &mut self.req_head);
@@ -220,6 +231,9 @@ impl Conn<'_> {
         let first = &self.res[res.len..];
         let Ok(n) = framing.take(first) else { return self.bad_gateway(&plan, "malformed chunked body").await };
         let mut app_keeps = res.app_keeps && n == first.len();
+        if self.original.is_some() {
+            name_instance(&mut self.res_head, &plan.set.instance);
+        }
         self.res_head.extend_from_slice(&first[..n]);
         self.input.advance(plan.len);
         self.scanned = 0;
@@ -331,6 +345,16 @@ impl Conn<'_> {
             Answer { status: StatusCode::BAD_GATEWAY, title: "bad response from the app", message, routes: None };
         let _ = self.client.write_all(&answer.to_http1(plan.format)).await;
         Served::Close
+    }
+}
+
+/// Adds `x-agentfs-instance` to a response head (answers on an original port).
+fn name_instance(head: &mut Vec<u8>, instance: &str) {
+    if head.ends_with(b"\r\n\r\n") {
+        head.truncate(head.len() - 2);
+        head.extend_from_slice(b"x-agentfs-instance: ");
+        head.extend_from_slice(instance.as_bytes());
+        head.extend_from_slice(b"\r\n\r\n");
     }
 }
 
