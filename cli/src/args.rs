@@ -131,6 +131,9 @@ pub struct PortArg {
     /// Also listen on all interfaces (0.0.0.0 and ::), not just loopback.
     #[arg(long)]
     pub lan: bool,
+    /// Do not listen on the apps' original ports (localhost:5173 …); also AGENTFS_ORIGINAL_PORTS=0.
+    #[arg(long)]
+    pub no_original_ports: bool,
 }
 
 #[cfg(test)]

@@ -66,7 +66,7 @@ pub fn ensure_running(home: &Home) -> Result<u16> {
     if let Some(s) = running(home)? {
         return Ok(s.port);
     }
-    let s = start(home, &PortArg { port: None, lan: false })?;
+    let s = start(home, &PortArg { port: None, lan: false, no_original_ports: false })?;
     eprintln!("agentfs: started the router: {} (pid {})", s.url, s.pid);
     Ok(s.port)
 }
@@ -90,6 +90,9 @@ fn foreground(home: Home, r: RunArgs) -> Result<ExitCode> {
         config.port = r.port.port;
     }
     config.lan = r.port.lan;
+    if r.port.no_original_ports {
+        config.original_ports = false;
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt().with_env_filter(filter);
@@ -122,8 +125,8 @@ pub fn start(home: &Home, p: &PortArg) -> Result<Status> {
     // itself: its own listener would become a Unix socket.
     for (key, _) in std::env::vars_os() {
         let k = key.to_string_lossy();
-        let keep =
-            [agentfs_registry::env::HTTP_PORT, agentfs_registry::env::DRAIN_TIMEOUT_SECS, agentfs_registry::env::HOME];
+        use agentfs_registry::env::{DRAIN_TIMEOUT_SECS, HOME, HTTP_PORT, ORIGINAL_PORTS};
+        let keep = [HTTP_PORT, DRAIN_TIMEOUT_SECS, HOME, ORIGINAL_PORTS];
         if (k.starts_with("AGENTFS_") && !keep.contains(&k.as_ref()))
             || k == "LD_PRELOAD"
             || k == "DYLD_INSERT_LIBRARIES"
@@ -136,6 +139,9 @@ pub fn start(home: &Home, p: &PortArg) -> Result<Status> {
     }
     if p.lan {
         cmd.arg("--lan");
+    }
+    if p.no_original_ports {
+        cmd.arg("--no-original-ports");
     }
     cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
     sys::detach_on_spawn(&mut cmd);
