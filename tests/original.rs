@@ -1,0 +1,87 @@
+//! The app's own port keeps working outside the instance, with real
+//! programs: `localhost:3000` answers the first instance that took 3000, then
+//! the next, then nobody (and the port is free again); `redis-cli -p P` reaches
+//! a wrapped redis-server; inside an instance, another instance's port is
+//! refused as if the instance ran alone.
+
+mod support;
+
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const START: Duration = Duration::from_secs(30);
+
+fn node_on(env: &Env, dir: &TempDir, instance: &str, port: u16) -> Proc {
+    let server = fixture("node_server.js");
+    let args = ["--name", "app", "--instance", instance, "--", "node", server.to_str().unwrap(), &port.to_string()];
+    let p = wrap_in(env, dir.path(), &args);
+    wait_stderr(&p, &format!("agentfs: app ({instance}) →"), START);
+    p
+}
+
+/// The instance that answers `http://localhost:<port>/`, if any.
+fn answers(port: u16) -> Option<String> {
+    let r = get_tcp(port, &format!("localhost:{port}"), "/", &[]).ok().filter(|r| r.status == 200)?;
+    let v: serde_json::Value = serde_json::from_str(&r.body).ok()?;
+    v["instance"].as_str().map(str::to_owned)
+}
+
+#[test]
+fn localhost_port_means_the_first_app_that_took_it() {
+    let env = Env::new("orignode");
+    let dir = TempDir::new("orignode");
+    let port = free_port();
+    let mut a = node_on(&env, &dir, "a", port);
+    let mut b = node_on(&env, &dir, "b", port);
+    assert_eq!(wait_for("localhost:port to answer", START, || answers(port)), "a");
+    let named = get_tcp(port, &format!("b.app.localhost:{port}"), "/", &[]).unwrap();
+    assert!(named.body.contains("\"instance\":\"b\""), "{named:?}");
+    assert!(named.head.to_ascii_lowercase().contains("x-agentfs-instance: b.app"), "{}", named.head);
+
+    a.signal(libc::SIGTERM);
+    a.wait(Duration::from_secs(10));
+    wait_for("b to answer localhost:port", Duration::from_secs(1), || (answers(port)? == "b").then_some(()));
+    b.signal(libc::SIGTERM);
+    b.wait(Duration::from_secs(10));
+    let gone = Instant::now();
+    wait_for("the port to be given back", Duration::from_secs(1), || {
+        TcpStream::connect(("127.0.0.1", port)).is_err().then_some(())
+    });
+    assert!(gone.elapsed() < Duration::from_millis(500), "given back after {:?}", gone.elapsed());
+    let mut plain = Command::new("python3");
+    clean_env(&mut plain);
+    plain.args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1"]).current_dir(dir.path());
+    let mut native = Proc::spawn(plain);
+    wait_for("python3 -m http.server outside agentfs to take the port", START, || {
+        get_tcp(port, "localhost", "/", &[]).ok().filter(|r| r.status == 200)
+    });
+    native.signal(libc::SIGTERM);
+}
+
+#[test]
+fn redis_cli_reaches_a_wrapped_redis_server_on_its_port() {
+    if Command::new("redis-server").arg("--version").output().is_err() {
+        return eprintln!("skipped: redis-server is not installed (.ci/run installs it)");
+    }
+    let env = Env::new("redis");
+    let dir = TempDir::new("redis");
+    let port = free_port().to_string();
+    let args = ["--name", "cache", "--instance", "main", "--", "redis-server", "--port", &port, "--save", ""];
+    let p = wrap_in(&env, dir.path(), &args);
+    wait_stderr(&p, "agentfs: cache (main) →", START);
+    let files = env.home.run_files();
+    assert!(files.iter().any(|f| f.starts_with(&format!("cache.main.{port}."))), "converted: {files:?}");
+    let pong = wait_for("redis-cli ping", START, || {
+        let out = Command::new("redis-cli").args(["-p", &port, "ping"]).output().ok()?;
+        let said = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        (said == "PONG").then_some(said)
+    });
+    assert_eq!(pong, "PONG");
+    let set = Command::new("redis-cli").args(["-p", &port, "set", "k", "through agentfs"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&set.stdout).trim(), "OK");
+    let get = Command::new("redis-cli").args(["-p", &port, "get", "k"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&get.stdout).trim(), "through agentfs");
+}
