@@ -32,6 +32,9 @@ pub const REPLICA: &str = "AGENTFS_REPLICA";
 pub const HTTP_PORT: &str = "AGENTFS_HTTP_PORT";
 /// Seconds the router drains in-flight requests on shutdown.
 pub const DRAIN_TIMEOUT_SECS: &str = "AGENTFS_DRAIN_TIMEOUT_SECS";
+/// Seconds between SIGTERM and SIGKILL when a wrapped process tree is
+/// stopped (default 5).
+pub const STOP_TIMEOUT_SECS: &str = "AGENTFS_STOP_TIMEOUT_SECS";
 
 /// A set of ports given as `3000,8000-8010`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

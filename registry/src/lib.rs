@@ -13,6 +13,9 @@
 //! - [`codesign`] — a macOS program's hardened runtime and DYLD entitlements.
 //! - [`atomic`] — write-temp-then-rename.
 //! - [`liveness`] — is a pid alive; the clock.
+//! - [`proctree`] — processes by parentage and group, their environment (Linux `/proc`).
+//! - [`stop`] — stopping a process tree: SIGTERM, grace period, SIGKILL.
+//! - [`reap`] — what a killed wrapper left running, stopped; the sweep of dead wrappers.
 //! - [`scan`] — `run/` → listeners, wrappers, problems; safe removal.
 //! - [`model`] — app → instance → port grouping, default instance, primary port.
 //! - [`routes`] — static routes in `routes.json`.
@@ -30,10 +33,13 @@ pub mod launch_shell;
 pub mod liveness;
 pub mod model;
 pub mod names;
+pub mod proctree;
+pub mod reap;
 pub mod record;
 pub mod routes;
 pub mod runfile;
 pub mod scan;
+pub mod stop;
 pub mod sunpath;
 
 #[cfg(any(test, feature = "test-util"))]

@@ -35,6 +35,8 @@ fn table(statics: &StaticRoutes, old: &Table) -> Table {
         cmd: vec![],
         cwd: "/".into(),
         started_at_ms: 1,
+        pgid: None,
+        stop_timeout_secs: None,
     };
     Table::build(ls, vec![w], statics, old, 7355)
 }
