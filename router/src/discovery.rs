@@ -132,6 +132,7 @@ fn scan_and_sweep(run_dir: &Path, routes_file: &Path) -> std::io::Result<(Found,
         if pid_alive(w.wrapper_pid) {
             wrappers.push(w);
         } else {
+            crate::reaper::dead_wrapper(&w);
             let _ = scan::remove_wrapper_record(run_dir, &w);
         }
     }

@@ -18,7 +18,7 @@
 //! that is anything else.
 //!
 //! Around it: `discovery` (scan, watch, sweep) with `pidwatch` (process
-//! exits), `server` (accept loops, graceful drain) on `shards` (a
+//! exits) and `reaper` (stopping what a killed wrapper left), `server` (accept loops, graceful drain) on `shards` (a
 //! single-threaded runtime per CPU), `listen` (addresses),
 //! `limits` (header size/time, connections), `mgmt` (the `router.sock` API),
 //! `state` (what the running parts share).
@@ -44,6 +44,7 @@ mod mgmt;
 mod pidwatch;
 mod pool;
 mod proxy;
+mod reaper;
 mod server;
 mod shards;
 mod state;
