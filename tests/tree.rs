@@ -120,9 +120,7 @@ fn ctrl_c_at_a_terminal_stops_the_npm_tree_once() {
         std::fs::read_to_string(proj.join("pids")).unwrap().split_whitespace().map(|p| p.parse().unwrap()).collect();
     let deadline = Instant::now() + Duration::from_secs(GRACE_SECS + 1);
     wait_gone("node and its sh", &pids, deadline);
-    wait_for("run/ to be empty", Duration::from_secs(GRACE_SECS + 1), || {
-        env.home.run_files().is_empty().then_some(())
-    });
+    wait_for("run/ to be empty", Duration::from_secs(GRACE_SECS + 1), || env.home.run_files().is_empty().then_some(()));
 }
 
 #[test]
@@ -195,4 +193,20 @@ fn ps_json_tells_a_starting_instance_from_a_live_one() {
     let table = env.run(&["ps"]).stdout;
     assert!(table.lines().any(|l| l.starts_with("slow") && l.contains("starting")), "{table}");
     assert!(table.lines().any(|l| l.starts_with("fast") && l.contains("live")), "{table}");
+}
+
+#[test]
+fn ctrl_z_and_fg_at_a_terminal_stop_and_resume_the_command() {
+    let env = Env::new("jobctl");
+    let dir = TempDir::new("jobctl");
+    let mut harness = Command::new("python3");
+    clean_env(&mut harness);
+    let reader = "print('READY', flush=True); print('GOT', input().upper())";
+    harness.current_dir(dir.path()).arg(fixture("job_control.py")).args(["READY", "hello", "GOT HELLO", "--"]);
+    harness.arg(agentfs()).args(["wrap", "--no-router", "--name", "job", "--", "python3", "-c", reader]);
+    harness.env("AGENTFS_HOME", env.home.path()).env("AGENTFS_HTTP_PORT", env.port.to_string());
+    let mut p = Proc::spawn(harness);
+    assert!(p.wait(Duration::from_secs(120)).success(), "{}", p.output());
+    let r: Value = serde_json::from_str(p.stdout().lines().last().unwrap()).unwrap();
+    assert_eq!((&r["stopped"], &r["answered"], &r["status"]), (&true.into(), &true.into(), &0.into()), "{r}");
 }

@@ -9,8 +9,8 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use agentfs_registry::names::{hostname, url};
-use agentfs_registry::scan::{self, Listener};
 use agentfs_registry::record::WrapperRecord;
+use agentfs_registry::scan::{self, Listener};
 use agentfs_registry::{Home, Target, liveness, model, reap};
 
 use crate::router_ctl;
@@ -53,7 +53,9 @@ pub struct Row {
 pub fn run(json: bool) -> Result<ExitCode> {
     let home = Home::from_env()?;
     if router_ctl::running(&home)?.is_none() {
-        for note in reap::sweep(&home.run_dir()).with_context(|| format!("cannot sweep {}", home.run_dir().display()))? {
+        for note in
+            reap::sweep(&home.run_dir()).with_context(|| format!("cannot sweep {}", home.run_dir().display()))?
+        {
             eprintln!("agentfs: {note}");
         }
     }

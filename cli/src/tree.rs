@@ -68,13 +68,8 @@ impl Tree {
         if let Some(t) = &terminal {
             t.give(leader);
         }
-        let shared = Arc::new(Shared {
-            leader,
-            grace,
-            home,
-            deadline: Mutex::new(None),
-            leader_done: AtomicBool::new(false),
-        });
+        let shared =
+            Arc::new(Shared { leader, grace, home, deadline: Mutex::new(None), leader_done: AtomicBool::new(false) });
         Tree { shared, terminal }
     }
 

@@ -141,8 +141,7 @@ mod tests {
         let started = Instant::now();
         let killed = stop(
             || {
-                let mut t = Targets::default();
-                t.group = alive(&mut polite).then_some(g);
+                let mut t = Targets { group: alive(&mut polite).then_some(g), ..Targets::default() };
                 if alive(&mut stubborn) {
                     t.pids.insert(s);
                 }

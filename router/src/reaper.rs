@@ -6,8 +6,8 @@
 //! never holds up discovery. Once they exit, their listeners' pids (watched)
 //! trigger the rescan that removes their files and routes.
 
-use agentfs_registry::record::WrapperRecord;
 use agentfs_registry::reap;
+use agentfs_registry::record::WrapperRecord;
 
 /// Stops, in the background, what the dead wrapper `w` left running.
 pub fn dead_wrapper(w: &WrapperRecord) {
