@@ -37,7 +37,14 @@ const SERVER_JS: &str = "require('fs').writeFileSync('pids', process.pid + ' ' +
 
 /// `agentfs wrap --name tree --instance INSTANCE -- CMD` in `dir`.
 fn wrap(env: &Env, dir: &Path, instance: &str, cmd: &[&str]) -> Proc {
-    let mut args = vec!["wrap", "--name", "tree", "--instance", instance, "--"];
+    wrap_with(env, dir, &["--instance", instance], cmd)
+}
+
+/// `agentfs wrap --name tree FLAGS -- CMD` in `dir`.
+fn wrap_with(env: &Env, dir: &Path, flags: &[&str], cmd: &[&str]) -> Proc {
+    let mut args = vec!["wrap", "--name", "tree"];
+    args.extend_from_slice(flags);
+    args.push("--");
     args.extend_from_slice(cmd);
     let mut c = env.agentfs(&args);
     c.current_dir(dir).env("AGENTFS_STOP_TIMEOUT_SECS", GRACE_SECS.to_string());
@@ -209,4 +216,22 @@ fn ctrl_z_and_fg_at_a_terminal_stop_and_resume_the_command() {
     assert!(p.wait(Duration::from_secs(120)).success(), "{}", p.output());
     let r: Value = serde_json::from_str(p.stdout().lines().last().unwrap()).unwrap();
     assert_eq!((&r["stopped"], &r["answered"], &r["status"]), (&true.into(), &true.into(), &0.into()), "{r}");
+}
+
+#[test]
+fn without_a_router_the_next_ps_stops_what_a_killed_wrapper_left() {
+    let env = Env::new("norouter");
+    let dir = TempDir::new("norouter");
+    let proj = npm_project(dir.path(), "server.js", SERVER_JS);
+    let mut app = wrap_with(&env, &proj, &["--no-router", "--instance", "main"], &["npm", "run", "dev"]);
+    wait_stderr(&app, "agentfs: tree (main) →", START);
+    let tree = tree_of(app.pid(), &env);
+    app.signal(libc::SIGKILL);
+    app.wait(Duration::from_secs(5));
+    let sent = Instant::now();
+    let r = env.run(&["ps", "--json"]);
+    assert!(r.stderr.contains("stopped what tree (main) left running"), "{r:?}");
+    assert_eq!(r.stdout.trim(), "[]", "{r:?}");
+    wait_gone("the tree", &tree, sent + Duration::from_secs(GRACE_SECS + 1));
+    assert!(env.home.run_files().is_empty(), "{:?}", env.home.run_files());
 }
