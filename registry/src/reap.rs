@@ -41,9 +41,8 @@ fn forbidden(pid: u32) -> bool {
     pid <= 1 || pid == std::process::id()
 }
 
-/// What of `rec`'s command runs now, by the rule above; `verify` asks for
-/// the group to be tied to the wrapper, not only to have members.
-pub fn leftovers(rec: &WrapperRecord, all: Option<&[ProcInfo]>, verify: bool) -> Targets {
+/// What of `rec`'s command runs now, by the rule above.
+pub fn leftovers(rec: &WrapperRecord, all: Option<&[ProcInfo]>) -> Targets {
     let own_group = u32::try_from(getpgrp().as_raw_pid()).unwrap_or(0);
     let group = rec.pgid.filter(|&g| !forbidden(g) && g != own_group);
     let Some(all) = all else {
@@ -64,26 +63,39 @@ pub fn leftovers(rec: &WrapperRecord, all: Option<&[ProcInfo]>, verify: bool) ->
         let members: Vec<&ProcInfo> = all.iter().filter(|p| p.pgid == g && !p.zombie).collect();
         !members.is_empty()
             && !members.iter().any(|p| forbidden(p.pid))
-            && (!verify || members.iter().any(|p| pids.contains(&p.pid)))
+            && members.iter().any(|p| pids.contains(&p.pid))
     });
     Targets { group, pids }
 }
 
 /// Stops what `rec`'s dead wrapper left (SIGTERM, SIGKILL after the
 /// wrapper's grace period), blocking until it is gone; false if nothing ran.
+/// Environments are read once: afterwards a process stays a target while it
+/// lives (and its new children join it), the group while it has members.
 pub fn stop_leftovers(rec: &WrapperRecord) -> bool {
-    let first = leftovers(rec, proctree::list().as_deref(), true);
+    let first = leftovers(rec, proctree::list().as_deref());
     if first.is_empty() {
         return false;
     }
     let grace = rec.stop_timeout_secs.map_or(DEFAULT_GRACE, Duration::from_secs);
-    let mut verified = first.group;
+    let (mut group, mut tied) = (first.group, first.pids);
     stop::stop(
         || {
-            let mut t = leftovers(rec, proctree::list().as_deref(), false);
-            t.group = t.group.filter(|g| verified == Some(*g));
-            verified = t.group;
-            t
+            let Some(all) = proctree::list() else {
+                let has_members = |g: u32| {
+                    i32::try_from(g).ok().and_then(Pid::from_raw).is_some_and(|p| test_kill_process_group(p).is_ok())
+                };
+                group = group.filter(|&g| has_members(g));
+                return Targets { group, pids: BTreeSet::new() };
+            };
+            let live: BTreeSet<u32> = all.iter().filter(|p| !p.zombie && !forbidden(p.pid)).map(|p| p.pid).collect();
+            let mut now: BTreeSet<u32> = tied.intersection(&live).copied().collect();
+            for &p in &now.clone() {
+                now.extend(proctree::descendants(&all, p, &[]).intersection(&live));
+            }
+            tied = now;
+            group = group.filter(|&g| all.iter().any(|p| p.pgid == g && !p.zombie));
+            Targets { group, pids: tied.clone() }
         },
         Instant::now() + grace,
     );
@@ -158,14 +170,14 @@ mod tests {
             .unwrap();
         let mut other = std::process::Command::new("sleep").arg("30").process_group(0).spawn().unwrap();
         let all = proctree::list().unwrap();
-        let t = leftovers(&record(fake_wrapper, Some(tied.id())), Some(&all), true);
+        let t = leftovers(&record(fake_wrapper, Some(tied.id())), Some(&all));
         assert_eq!(t.group, Some(tied.id()));
         assert_eq!(t.pids, [tied.id()].into());
-        let t = leftovers(&record(fake_wrapper, Some(other.id())), Some(&all), true);
+        let t = leftovers(&record(fake_wrapper, Some(other.id())), Some(&all));
         assert_eq!(t.group, None, "a group with no tied member is not ours (a reused id)");
-        assert_eq!(leftovers(&record(fake_wrapper, Some(1)), Some(&all), false).group, None);
+        assert_eq!(leftovers(&record(fake_wrapper, Some(1)), Some(&all)).group, None);
         let me = std::process::id();
-        assert_eq!(leftovers(&record(fake_wrapper, Some(me)), Some(&all), false).group, None);
+        assert_eq!(leftovers(&record(fake_wrapper, Some(me)), Some(&all)).group, None);
         assert!(stop_leftovers(&record(fake_wrapper, Some(tied.id()))));
         assert!(tied.try_wait().unwrap().is_some(), "stopped and reaped");
         assert!(other.try_wait().unwrap().is_none(), "left alone");

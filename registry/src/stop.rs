@@ -12,7 +12,7 @@ use rustix::process::{Pid, Signal, kill_process, kill_process_group};
 /// The grace period when `AGENTFS_STOP_TIMEOUT_SECS` is not set.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 const MAX_GRACE_SECS: u64 = 3600;
-const POLL: Duration = Duration::from_millis(20);
+const POLL: Duration = Duration::from_millis(50);
 /// How long to wait for SIGKILLed processes to be gone.
 const AFTER_KILL: Duration = Duration::from_secs(1);
 
@@ -48,7 +48,7 @@ impl Targets {
 
 /// Stops what `find` reports until it reports nothing: SIGTERM + SIGCONT to
 /// each target once, SIGKILL to what remains at `deadline`; returns whether
-/// SIGKILL was needed. `find` is called at every poll (every 20 ms) and must
+/// SIGKILL was needed. `find` is called at every poll (every 50 ms) and must
 /// report only what lives now. A group reported gone once is never signalled
 /// again (its id is free for reuse from then on).
 pub fn stop(mut find: impl FnMut() -> Targets, deadline: Instant) -> bool {
