@@ -223,6 +223,13 @@ fn bad_input_gets_one_clear_line_and_a_failure_status() {
     assert_eq!(p.stderr().trim().lines().count(), 1, "{}", p.output());
     assert!(p.stderr().contains("chmod 700"), "{}", p.output());
 
+    let mut cmd = env.agentfs(&["wrap", "--no-router", "--", "true"]);
+    cmd.env("AGENTFS_STOP_TIMEOUT_SECS", "soon");
+    let mut p = Proc::spawn(cmd);
+    assert!(!p.wait(START).success());
+    assert_eq!(p.stderr().trim().lines().count(), 1, "{}", p.output());
+    assert!(p.stderr().contains("bad AGENTFS_STOP_TIMEOUT_SECS \"soon\""), "{}", p.output());
+
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
     let r = env.run(&["router", "start", "--port", &port]);

@@ -54,7 +54,7 @@ fn localhost_port_means_the_first_app_that_took_it() {
     let mut plain = Command::new("python3");
     clean_env(&mut plain);
     plain.args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1"]).current_dir(dir.path());
-    let mut native = Proc::spawn(plain);
+    let native = Proc::spawn(plain);
     wait_for("python3 -m http.server outside agentfs to take the port", START, || {
         get_tcp(port, "localhost", "/", &[]).ok().filter(|r| r.status == 200)
     });

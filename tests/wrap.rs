@@ -106,8 +106,10 @@ fn a_request_during_start_up_waits_for_the_app() {
     let slow = "import time, http.server as h; time.sleep(1.5); \
         h.HTTPServer(('', 8000), h.SimpleHTTPRequestHandler).serve_forever()";
     let _app = wrap_in(&env, dir.path(), &["--name", "slow", "--instance", "main", "--", "python3", "-c", slow]);
-    wait_for("the wrapper record", START, || {
-        env.home.run_files().iter().any(|f| f.starts_with("slow.main.wrapper-")).then_some(())
+    wait_for("the wrapper record and the router", START, || {
+        let recorded = env.home.run_files().iter().any(|f| f.starts_with("slow.main.wrapper-"));
+        // The record is written before the wrapper starts the router.
+        (recorded && std::net::TcpStream::connect(("127.0.0.1", env.port)).is_ok()).then_some(())
     });
     let asked = Instant::now();
     let r = env.get("slow.localhost", "/").unwrap();

@@ -190,6 +190,8 @@ mod tests {
                 cmd: vec![],
                 cwd: "/".into(),
                 started_at_ms: 0,
+                pgid: None,
+                stop_timeout_secs: None,
             });
         }
         assert_eq!(unique_instance(&app, &id, &snap).as_str(), "main-3");

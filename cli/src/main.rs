@@ -5,9 +5,10 @@
 //! - `args` — the command line (clap), with every command's help and examples.
 //! - `wrap` — `agentfs wrap -- CMD`, with `identity` (app/instance names),
 //!   `shim` (the embedded shim), `program` (can the shim enter CMD?), `launch` (SIP-proof start),
-//!   `signals` (forwarding), `watch` (banner, PORT fallback route).
+//!   `tree` (the command's process group and descendants, stopped together), `terminal`
+//!   (the tty handed to that group and back), `signals` (forwarding), `watch` (banner, PORT fallback route).
 //! - `ps`, `route`, `router_ctl` (with `router_log`, the rotated log), `doctor` — the other commands.
-//! - `sys` — the system calls std lacks (kill, setsid, the parent-death signal).
+//! - `sys` — the system calls std lacks (kill, setsid, the parent-death signal, tcsetpgrp, child pids).
 #![deny(unsafe_code)]
 
 mod args;
@@ -23,6 +24,8 @@ mod router_log;
 mod shim;
 mod signals;
 mod sys;
+mod terminal;
+mod tree;
 mod watch;
 mod wrap;
 

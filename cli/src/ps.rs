@@ -1,5 +1,7 @@
 //! `agentfs ps`: what runs, read straight from run/ (works with the router
-//! stopped). One row per listening socket; `--json` for agents.
+//! stopped). One row per listening socket, and one per instance that is
+//! starting (its wrapper runs, nothing listens yet), each with its state;
+//! `--json` for agents. Without a router, it also sweeps dead wrappers.
 
 use std::process::ExitCode;
 
@@ -7,21 +9,38 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use agentfs_registry::names::{hostname, url};
+use agentfs_registry::record::WrapperRecord;
 use agentfs_registry::scan::{self, Listener};
-use agentfs_registry::{Home, Target, liveness, model};
+use agentfs_registry::{Home, Target, liveness, model, reap};
 
 use crate::router_ctl;
+
+/// What an instance is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Its wrapper runs and nothing of it listens yet.
+    Starting,
+    /// A listener whose process is alive (or unknown).
+    Live,
+    // `Crashed` (it listened, and its process is gone while its wrapper
+    // lives) comes with the router's crash detection (issue 16, item 3):
+    // add it here and classify it in `run`.
+}
 
 /// One row of `agentfs ps --json`.
 #[derive(Debug, Serialize)]
 pub struct Row {
     pub app: String,
     pub instance: String,
-    pub port: u16,
+    pub state: State,
+    /// The port listened on; `null` while starting.
+    pub port: Option<u16>,
     pub pid: Option<u32>,
     pub url: String,
-    /// The Unix socket, or `tcp:<host>:<port>` for a PORT-fallback route.
-    pub socket: String,
+    /// The Unix socket, or `tcp:<host>:<port>` for a PORT-fallback route;
+    /// `null` while starting.
+    pub socket: Option<String>,
     pub started_at_ms: u64,
     /// This instance answers at `<app>.localhost`.
     pub default: bool,
@@ -33,6 +52,13 @@ pub struct Row {
 
 pub fn run(json: bool) -> Result<ExitCode> {
     let home = Home::from_env()?;
+    if router_ctl::running(&home)?.is_none() {
+        for note in
+            reap::sweep(&home.run_dir()).with_context(|| format!("cannot sweep {}", home.run_dir().display()))?
+        {
+            eprintln!("agentfs: {note}");
+        }
+    }
     let snap = scan::scan(&home.run_dir()).with_context(|| format!("cannot read {}", home.run_dir().display()))?;
     let router_port = router_ctl::configured_port(&home)?;
     let starting: Vec<_> = snap
@@ -41,39 +67,29 @@ pub fn run(json: bool) -> Result<ExitCode> {
         .filter(|w| liveness::pid_alive(w.wrapper_pid))
         .filter(|w| !snap.listeners.iter().any(|l| l.app() == &w.app && l.instance() == &w.instance && l.maybe_alive()))
         .collect();
-    let rows = rows(snap.listeners.into_iter().filter(Listener::maybe_alive), router_port);
+    let mut rows = rows(snap.listeners.into_iter().filter(Listener::maybe_alive), router_port);
+    rows.extend(starting.iter().map(|w| starting_row(w, router_port)));
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(ExitCode::SUCCESS);
     }
-    if rows.is_empty() && starting.is_empty() {
+    if rows.is_empty() {
         println!("nothing runs; start an app with `agentfs wrap -- <command>`");
         return Ok(ExitCode::SUCCESS);
     }
     let now = liveness::now_ms();
-    let mut table = vec![["APP", "INSTANCE", "PORT", "PID", "UPTIME", "URL"].map(String::from)];
+    let mut table = vec![["APP", "INSTANCE", "STATE", "PORT", "PID", "UPTIME", "URL"].map(String::from)];
+    let dash = |v: Option<u32>| v.map_or_else(|| "-".into(), |p| p.to_string());
     for r in &rows {
-        let pid = r.pid.map_or_else(|| "-".into(), |p| p.to_string());
         let mark = if r.default && r.primary { " (default)" } else { "" };
         table.push([
             r.app.clone(),
             r.instance.clone(),
-            r.port.to_string(),
-            pid,
+            serde_json::to_value(r.state)?.as_str().unwrap_or_default().to_owned(),
+            dash(r.port.map(u32::from)),
+            dash(r.pid.or(r.wrapper_pid.filter(|_| r.state == State::Starting))),
             uptime(now, r.started_at_ms),
             format!("{}{mark}", r.url),
-        ]);
-    }
-    for w in starting {
-        let host = hostname(&w.app, Some(&w.instance));
-        let u = format!("{} (starting)", url(&host, router_port));
-        table.push([
-            w.app.to_string(),
-            w.instance.to_string(),
-            "-".into(),
-            w.wrapper_pid.to_string(),
-            uptime(now, w.started_at_ms),
-            u,
         ]);
     }
     print_table(&table);
@@ -94,13 +110,14 @@ pub fn rows(listeners: impl IntoIterator<Item = Listener>, router_port: u16) -> 
                     rows.push(Row {
                         app: inst.app.to_string(),
                         instance: inst.instance.to_string(),
-                        port: *port,
+                        state: State::Live,
+                        port: Some(*port),
                         pid: l.pid,
                         url: url(&host, router_port),
-                        socket: match &l.target {
+                        socket: Some(match &l.target {
                             Target::Unix(p) => p.display().to_string(),
                             t @ Target::Tcp { .. } => format!("tcp:{t}"),
-                        },
+                        }),
                         started_at_ms: l.started_at_ms,
                         default: i == 0,
                         primary,
@@ -114,6 +131,24 @@ pub fn rows(listeners: impl IntoIterator<Item = Listener>, router_port: u16) -> 
     rows
 }
 
+/// The row of an instance whose wrapper runs and that listens nowhere yet.
+fn starting_row(w: &WrapperRecord, router_port: u16) -> Row {
+    Row {
+        app: w.app.to_string(),
+        instance: w.instance.to_string(),
+        state: State::Starting,
+        port: None,
+        pid: None,
+        url: url(&hostname(&w.app, Some(&w.instance)), router_port),
+        socket: None,
+        started_at_ms: w.started_at_ms,
+        default: false,
+        primary: false,
+        wrapper_pid: Some(w.wrapper_pid),
+        cmd: w.cmd.clone(),
+    }
+}
+
 fn uptime(now: u64, since: u64) -> String {
     let s = now.saturating_sub(since) / 1000;
     match s {
@@ -124,8 +159,8 @@ fn uptime(now: u64, since: u64) -> String {
     }
 }
 
-fn print_table(rows: &[[String; 6]]) {
-    let mut widths = [0usize; 6];
+fn print_table(rows: &[[String; 7]]) {
+    let mut widths = [0usize; 7];
     for r in rows {
         for (w, c) in widths.iter_mut().zip(r) {
             *w = (*w).max(c.chars().count());

@@ -1,63 +1,66 @@
-//! The wrapper behaves like the command it runs: signals sent to it reach
-//! the child. Signals the terminal sends to the whole foreground process
-//! group (Ctrl-C, Ctrl-\, hangup) already reach the child, which shares the
-//! wrapper's group, so only signals sent by a process (kill) are forwarded —
-//! a Ctrl-C arrives once, not twice.
+//! The wrapper behaves like the command it runs: a signal sent to the
+//! wrapper goes to the command's whole process group, and a stop signal
+//! (SIGINT, SIGTERM, SIGHUP, SIGQUIT) also starts the grace period after
+//! which what still runs is killed. The command has a process group of its
+//! own, so the terminal's Ctrl-C reaches it directly (its group is in front)
+//! and never through the wrapper as well: each signal arrives once.
 
+use std::sync::Arc;
 use std::thread;
 
 use anyhow::{Context, Result};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
-use signal_hook::iterator::SignalsInfo;
-use signal_hook::iterator::exfiltrator::WithOrigin;
-use signal_hook::low_level::siginfo::Cause;
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
+use signal_hook::iterator::Signals;
 
-use crate::sys;
+use crate::tree;
 
-/// The signals the wrapper catches and forwards.
+/// The signals the wrapper catches and passes on.
 const FORWARDED: [i32; 6] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2];
 
-/// Catches the signals now (before the child exists, so none is lost); call
-/// [`Forwarder::to`] once the child runs.
+/// Catches the signals now (before the command exists, so none is lost);
+/// call [`Forwarder::to`] once it runs.
 pub struct Forwarder {
-    signals: SignalsInfo<WithOrigin>,
+    signals: Signals,
 }
 
 impl Forwarder {
     pub fn install() -> Result<Forwarder> {
-        let signals = SignalsInfo::<WithOrigin>::new(FORWARDED).context("cannot install signal handlers")?;
+        let mut caught = FORWARDED.to_vec();
+        caught.push(SIGCHLD);
+        let signals = Signals::new(caught).context("cannot install signal handlers")?;
         Ok(Forwarder { signals })
     }
 
-    /// Forwards from now on to `child`.
-    pub fn to(mut self, child: u32) {
+    /// Passes signals on to `tree` from now on; SIGCHLD reaps the processes
+    /// the wrapper adopted.
+    pub fn to(mut self, tree: Arc<tree::Shared>) {
         thread::spawn(move || {
-            for origin in &mut self.signals {
-                if should_forward(origin.signal, &origin.cause) {
-                    sys::kill(child, origin.signal);
+            for signal in &mut self.signals {
+                if signal == SIGCHLD {
+                    tree.reap_orphans();
+                    continue;
+                }
+                tree.signal(signal);
+                if is_stop(signal) {
+                    tree.request_stop();
                 }
             }
         });
     }
 }
 
-/// Whether a signal the wrapper got should be sent on to the child.
-pub fn should_forward(signal: i32, cause: &Cause) -> bool {
-    let from_terminal = matches!(signal, SIGINT | SIGQUIT | SIGHUP);
-    !from_terminal || matches!(cause, Cause::Sent(_))
+/// Whether a signal asks the wrapped command to end.
+pub fn is_stop(signal: i32) -> bool {
+    matches!(signal, SIGINT | SIGTERM | SIGHUP | SIGQUIT)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use signal_hook::low_level::siginfo::Sent;
 
     #[test]
-    fn terminal_signals_are_not_doubled() {
-        assert!(!should_forward(SIGINT, &Cause::Kernel), "Ctrl-C already reached the child");
-        assert!(!should_forward(SIGHUP, &Cause::Unknown));
-        assert!(should_forward(SIGINT, &Cause::Sent(Sent::User)), "kill -INT <wrapper>");
-        assert!(should_forward(SIGTERM, &Cause::Kernel));
-        assert!(should_forward(SIGTERM, &Cause::Sent(Sent::User)));
+    fn stop_signals() {
+        assert!(is_stop(SIGINT) && is_stop(SIGTERM) && is_stop(SIGHUP) && is_stop(SIGQUIT));
+        assert!(!is_stop(SIGUSR1) && !is_stop(SIGUSR2));
     }
 }

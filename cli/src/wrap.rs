@@ -1,11 +1,14 @@
 //! `agentfs wrap -- CMD`: run CMD as an instance of an app. The wrapper
-//! picks the identity, makes sure the router runs, injects the shim, keeps
-//! stdin/tty, forwards signals, announces the URL once the app listens,
-//! removes the instance's files afterwards, and exits as CMD did.
+//! picks the identity, makes sure the router runs, injects the shim, runs CMD
+//! as a process tree it owns (`tree`: its own process group, the terminal,
+//! signals to the whole group, the rest stopped when CMD ends), announces the
+//! URL once the app listens, removes the instance's files afterwards, and
+//! exits as CMD did.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, ExitStatus};
+use std::process::{Command, ExitCode};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 
@@ -13,11 +16,13 @@ use agentfs_registry::launch_probe::refuses_shim;
 use agentfs_registry::names::{hostname, url};
 use agentfs_registry::record::{self, VERSION, WrapperRecord};
 use agentfs_registry::runfile::wrapper_stem;
-use agentfs_registry::{Home, Label, SocketName, env, liveness, scan};
+use agentfs_registry::{Home, Label, SocketName, env, liveness, reap, scan};
 
 use crate::args::WrapArgs;
 use crate::program;
 use crate::signals::Forwarder;
+use crate::terminal::Terminal;
+use crate::tree::{self, Tree};
 use crate::{identity, launch, router_ctl, shim, watch};
 
 /// Who this wrapper runs, and where it is reachable.
@@ -30,19 +35,20 @@ pub struct Instance {
 }
 
 pub fn run(args: WrapArgs) -> Result<ExitCode> {
+    let grace = tree::grace()?;
     let home = Home::from_env()?;
     home.ensure()?;
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let git = identity::Git::probe(&cwd);
     let app = identity::app(args.name.as_deref(), &cwd, &git)?;
     let wanted = identity::instance(args.instance.as_deref(), &cwd, &git)?;
-    let (instance, record, record_path) = claim_instance(&home, &app, &wanted, &args, &cwd)?;
+    let (instance, mut record, record_path) = claim_instance(&home, &app, &wanted, &args, &cwd, grace)?;
     if instance != wanted {
         eprintln!("agentfs: {app} ({wanted}) is already running; this one is {instance} (use --replica to join it)");
     }
     let _cleanup = Cleanup {
         home: home.clone(),
-        record: record_path,
+        record: record_path.clone(),
         me: std::process::id(),
         app: app.clone(),
         instance: instance.clone(),
@@ -66,13 +72,21 @@ pub fn run(args: WrapArgs) -> Result<ExitCode> {
         _ => None,
     };
     let mut cmd = command(&args, &home, &me, fallback_port)?;
+    let terminal = Terminal::controlling();
+    tree::prepare(&mut cmd, terminal.as_ref());
 
     let forwarder = Forwarder::install()?;
-    let mut child = match cmd.spawn() {
+    tree::become_subreaper();
+    let child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => return Ok(spawn_failed(program, &e)),
     };
-    forwarder.to(child.id());
+    let tree = Tree::new(child.id(), terminal, grace, home.clone());
+    forwarder.to(tree.shared());
+    record.pgid = Some(child.id());
+    if let Err(e) = record::write(&record_path, &record) {
+        eprintln!("agentfs: cannot record the process group in {}: {e}", record_path.display());
+    }
     match fallback_port {
         Some(port) => {
             let shown =
@@ -86,8 +100,7 @@ pub fn run(args: WrapArgs) -> Result<ExitCode> {
         }
         None => watch::announce_when_listening(home.clone(), me),
     }
-    let status = child.wait().context("cannot wait for the command")?;
-    Ok(exit_code(status))
+    Ok(ExitCode::from(tree.wait()))
 }
 
 /// Picks the instance id and writes the wrapper record under a lock on the
@@ -98,11 +111,15 @@ fn claim_instance(
     wanted: &Label,
     args: &WrapArgs,
     cwd: &Path,
+    grace: Duration,
 ) -> Result<(Label, WrapperRecord, PathBuf)> {
     let run = home.run_dir();
     let lock = std::fs::File::open(&run).with_context(|| format!("cannot open {}", run.display()))?;
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
         .with_context(|| format!("cannot lock {}", run.display()))?;
+    for note in reap::sweep(&run).with_context(|| format!("cannot sweep {}", run.display()))? {
+        eprintln!("agentfs: {note}");
+    }
     let snapshot = scan::scan(&home.run_dir()).with_context(|| format!("cannot read {}", home.run_dir().display()))?;
     let instance = if args.replica { wanted.clone() } else { identity::unique_instance(app, wanted, &snapshot) };
     let record = WrapperRecord {
@@ -113,6 +130,8 @@ fn claim_instance(
         cmd: args.command.iter().map(|a| a.to_string_lossy().into_owned()).collect(),
         cwd: cwd.to_owned(),
         started_at_ms: liveness::now_ms(),
+        pgid: None,
+        stop_timeout_secs: Some(grace.as_secs()),
     };
     let path = home.run_dir().join(format!("{}.json", wrapper_stem(app, &instance, record.wrapper_pid)));
     record::write(&path, &record).with_context(|| format!("cannot write {}", path.display()))?;
@@ -149,9 +168,7 @@ fn command(args: &WrapArgs, home: &Home, me: &Instance, fallback_port: Option<u1
         vars.push((env::SHIM.into(), shim.into()));
         vars.push((shim::PRELOAD_VAR.into(), preload));
     }
-    let mut cmd = launch::command(&args.command, vars, args.debug);
-    crate::sys::terminate_with_parent(&mut cmd);
-    Ok(cmd)
+    Ok(launch::command(&args.command, vars, args.debug))
 }
 
 fn spawn_failed(program: &OsString, e: &std::io::Error) -> ExitCode {
@@ -163,13 +180,6 @@ fn spawn_failed(program: &OsString, e: &std::io::Error) -> ExitCode {
     };
     eprintln!("agentfs: cannot run {shown}: {e}; {fix}");
     ExitCode::from(code)
-}
-
-/// The command's status: its exit code, or 128 + the signal that killed it.
-pub fn exit_code(status: ExitStatus) -> ExitCode {
-    use std::os::unix::process::ExitStatusExt;
-    let code = status.code().or_else(|| status.signal().map(|s| 128 + s)).unwrap_or(1);
-    ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
 /// Removes the wrapper record and the files of this instance's listeners

@@ -15,6 +15,9 @@
 //! - [`safefile`] — reading our small files: no FIFO, symlink, foreign or oversized file.
 //! - [`liveness`] — is a pid alive; the clock.
 //! - [`procnet`] — Linux's `/proc/net` tables: does a Unix socket listen, who owns a TCP listener.
+//! - [`proctree`] — processes by parentage and group, their environment (Linux `/proc`).
+//! - [`stop`] — stopping a process tree: SIGTERM, grace period, SIGKILL.
+//! - [`reap`] — what a killed wrapper left running, stopped; the sweep of dead wrappers.
 //! - [`scan`] — `run/` → listeners, wrappers, problems; safe removal.
 //! - [`model`] — app → instance → port grouping, default instance, primary port.
 //! - [`routes`] — static routes in `routes.json`; [`static_target`] — which targets they may have.
@@ -33,12 +36,15 @@ pub mod liveness;
 pub mod model;
 pub mod names;
 pub mod procnet;
+pub mod proctree;
+pub mod reap;
 pub mod record;
 pub mod routes;
 pub mod runfile;
 pub mod safefile;
 pub mod scan;
 pub mod static_target;
+pub mod stop;
 pub mod sunpath;
 
 #[cfg(any(test, feature = "test-util"))]

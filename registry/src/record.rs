@@ -132,6 +132,15 @@ pub struct WrapperRecord {
     pub cmd: Vec<String>,
     pub cwd: PathBuf,
     pub started_at_ms: u64,
+    /// The command's process group (the pid of its first process), written
+    /// once the command runs; lets the router stop what a killed wrapper
+    /// leaves. Absent in records of older wrappers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pgid: Option<u32>,
+    /// The wrapper's `AGENTFS_STOP_TIMEOUT_SECS`: how long whoever stops the
+    /// tree waits between SIGTERM and SIGKILL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_timeout_secs: Option<u64>,
 }
 
 /// A record that cannot be read.

@@ -164,6 +164,7 @@ fn scan_and_sweep(home: &Home) -> std::io::Result<(Found, Problems)> {
         if pid_alive(w.wrapper_pid) {
             wrappers.push(w);
         } else if sweep {
+            crate::reaper::dead_wrapper(&w);
             let _ = scan::remove_wrapper_record(&run_dir, &w);
         }
     }

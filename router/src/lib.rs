@@ -18,7 +18,8 @@
 //! that is anything else.
 //!
 //! Around it: `discovery` (scan, sweep) with `dirwatch` (the file-system
-//! watch) and `pidwatch` (process exits), `server` (accept loops, graceful drain) on `shards` (a
+//! watch), `pidwatch` (process exits) and `reaper` (stopping what a killed
+//! wrapper left), `server` (accept loops, graceful drain) on `shards` (a
 //! single-threaded runtime per CPU), `listen` (addresses),
 //! `limits` (header size/time, connections), `mgmt` (the `router.sock` API),
 //! `original` (listening on the apps' original ports too),
@@ -48,6 +49,7 @@ mod original;
 mod pidwatch;
 mod pool;
 mod proxy;
+mod reaper;
 mod server;
 mod shards;
 mod state;

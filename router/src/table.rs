@@ -94,6 +94,9 @@ pub struct Table {
     apps: HashMap<String, AppRoutes>,
     statics: HashMap<String, Arc<ReplicaSet>>,
     starting: Vec<WrapperRecord>,
+    /// Every running wrapper, starting or not: its exit (SIGKILL) means its
+    /// tree must be stopped at once (see `reaper`).
+    wrapper_pids: Vec<u32>,
     upstreams: BTreeMap<UpKey, Arc<Upstream>>,
     /// Original port → who holds it, earliest-started first.
     originals: BTreeMap<u16, Vec<Holder>>,
@@ -125,6 +128,8 @@ impl Table {
     ) -> Table {
         let mut t = Table { router_port, starting: wrappers, ..Table::default() };
         t.starting.sort_by(|a, b| (&a.app, &a.instance, a.wrapper_pid).cmp(&(&b.app, &b.instance, b.wrapper_pid)));
+        t.wrapper_pids = t.starting.iter().map(|w| w.wrapper_pid).collect();
+        t.wrapper_pids.sort_unstable();
         let mut reuse = |key: UpKey, target: &Target, listener: Option<&Listener>| {
             let up =
                 old.upstreams.get(&key).cloned().unwrap_or_else(|| Upstream::new(target.clone(), listener.cloned()));
@@ -175,6 +180,7 @@ impl Table {
     pub fn same_routes(&self, other: &Table) -> bool {
         self.upstreams.keys().eq(other.upstreams.keys())
             && self.starting == other.starting
+            && self.wrapper_pids == other.wrapper_pids
             && self.router_port == other.router_port
     }
 
@@ -216,10 +222,10 @@ impl Table {
         self.upstreams.values().filter_map(|u| u.listener.as_ref())
     }
 
-    /// Pids whose exit changes this table: listeners and starting wrappers.
+    /// Pids whose exit changes this table: listeners and wrappers.
     pub fn watched_pids(&self) -> Vec<u32> {
         let mut pids: Vec<u32> = self.listeners().filter_map(|l| l.pid).collect();
-        pids.extend(self.starting.iter().map(|w| w.wrapper_pid));
+        pids.extend(&self.wrapper_pids);
         pids.sort_unstable();
         pids.dedup();
         pids

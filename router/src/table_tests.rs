@@ -35,6 +35,8 @@ fn table(statics: &StaticRoutes, old: &Table) -> Table {
         cmd: vec![],
         cwd: "/".into(),
         started_at_ms: 1,
+        pgid: None,
+        stop_timeout_secs: None,
     };
     Table::build(ls, vec![w], statics, old, 7355)
 }
@@ -105,4 +107,26 @@ fn view_lists_default_first_with_urls() {
     assert_eq!(shop.instances[0].ports[1].url, "http://8080.main.shop.localhost:7355");
     assert_eq!(v.starting.len(), 1);
     assert_eq!(t.watched_pids(), vec![5]);
+}
+
+#[test]
+fn wrappers_of_listening_instances_are_watched_too() {
+    let w = |app: &str, pid: u32| WrapperRecord {
+        v: 1,
+        app: Label::parse(app).unwrap(),
+        instance: Label::parse("main").unwrap(),
+        wrapper_pid: pid,
+        cmd: vec![],
+        cwd: "/".into(),
+        started_at_ms: 1,
+        pgid: Some(pid + 1),
+        stop_timeout_secs: None,
+    };
+    let mut l = listener("shop", "main", 3000, 10, None);
+    l.pid = Some(40);
+    let t = Table::build(vec![l], vec![w("shop", 30), w("blog", 5)], &StaticRoutes::default(), &Table::default(), 7355);
+    assert_eq!(t.view().starting.len(), 1, "shop listens, so only blog is starting");
+    assert_eq!(t.watched_pids(), vec![5, 30, 40], "a SIGKILLed wrapper of a live instance is seen at once");
+    let again = Table::build(vec![], vec![w("blog", 5)], &StaticRoutes::default(), &t, 7355);
+    assert!(!again.same_routes(&t));
 }

@@ -65,6 +65,8 @@ fn wrapper(env: &Env, app: &str, instance: &str, pid: u32) -> std::path::PathBuf
         cmd: vec![],
         cwd: "/".into(),
         started_at_ms: 1,
+        pgid: None,
+        stop_timeout_secs: None,
     };
     record::write(&path, &w).unwrap();
     path

@@ -73,8 +73,10 @@ impl Home {
     }
 }
 
-/// A running process in a process group of its own; on drop the whole group
-/// (the process and everything it started) is killed and the process reaped.
+/// A running process in a process group of its own. On drop it gets SIGTERM
+/// (an `agentfs wrap` then stops the whole tree it owns, which is in a process
+/// group of its own) and, if still there after 10 s, its group gets SIGKILL;
+/// then it is reaped.
 pub struct Proc {
     pub child: Child,
     out: PathBuf,
@@ -151,11 +153,33 @@ impl Proc {
     }
 }
 
+impl Proc {
+    /// Whether the process has exited, without reaping it: its pid (and so
+    /// its group's id) stays reserved until `child.wait()`.
+    fn exited_unreaped(&self) -> bool {
+        // SAFETY: a zeroed siginfo_t is valid storage; waitid(2) with WNOWAIT
+        // on our own child only fills it in.
+        unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+            libc::waitid(libc::P_PID, self.pid(), &mut info, flags) == 0 && info.si_pid() != 0
+        }
+    }
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
-        // SAFETY: kill(2) on the process group this test created. Its id is the
-        // child's pid; the kernel does not hand that number out again while the
-        // group has members, so only our processes can receive this.
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return; // reaped already (its status was collected): its pid may be reused.
+        }
+        self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.exited_unreaped() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // SAFETY: kill(2) on the process group this test created, whose
+        // leader is not reaped yet: the kernel does not hand its id out again
+        // meanwhile, so only our processes can receive this.
         unsafe { libc::kill(-(self.pid() as i32), libc::SIGKILL) };
         let _ = self.child.wait();
     }

@@ -41,9 +41,15 @@ pub struct App {
 }
 
 impl App {
-    /// Stops serving; the socket file stays (a crashed app).
+    /// Stops serving; the socket file stays (a crashed app). Returns once
+    /// the socket refuses connections (the abort takes effect when the
+    /// runtime next polls the task).
     pub fn kill(&self) {
         self.task.abort();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::os::unix::net::UnixStream::connect(&self.sock).is_ok() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 }
 
