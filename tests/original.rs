@@ -35,7 +35,9 @@ fn localhost_port_means_the_first_app_that_took_it() {
     let dir = TempDir::new("orignode");
     let port = free_port();
     let mut a = node_on(&env, &dir, "a", port);
+    wait_stderr(&a, &format!("also http://localhost:{port}"), START);
     let mut b = node_on(&env, &dir, "b", port);
+    wait_stderr(&b, &format!("localhost:{port} answers a.app"), START);
     assert_eq!(wait_for("localhost:port to answer", START, || answers(port)), "a");
     let named = get_tcp(port, &format!("b.app.localhost:{port}"), "/", &[]).unwrap();
     assert!(named.body.contains("\"instance\":\"b\""), "{named:?}");
@@ -84,4 +86,26 @@ fn redis_cli_reaches_a_wrapped_redis_server_on_its_port() {
     assert_eq!(String::from_utf8_lossy(&set.stdout).trim(), "OK");
     let get = Command::new("redis-cli").args(["-p", &port, "get", "k"]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&get.stdout).trim(), "through agentfs");
+}
+
+#[test]
+fn a_port_another_program_holds_is_not_mirrored_and_ps_says_why() {
+    let env = Env::new("origheld");
+    let dir = TempDir::new("origheld");
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let app = node_on(&env, &dir, "main", port);
+    let said = wait_stderr(&app, "is not mirrored", START);
+    assert!(
+        said.contains(&format!("localhost:{port} is not mirrored (in use by pid {}", std::process::id())),
+        "{said}"
+    );
+    assert_eq!(env.wait_routed("app.localhost", START).status, 200, "the instance still works through the router");
+    let ps = env.run(&["ps", "--json"]);
+    let rows: serde_json::Value = serde_json::from_str(&ps.stdout).unwrap();
+    let o = &rows[0]["original_port"];
+    assert_eq!((o["port"].as_u64(), o["mirrored"].as_bool()), (Some(u64::from(port)), Some(false)), "{rows}");
+    assert!(o["reason"].as_str().unwrap().contains("in use by pid"), "{rows}");
+    let log = std::fs::read_to_string(env.home.path().join("logs/router.log")).unwrap();
+    assert!(log.contains("original port not mirrored") && log.contains(&port.to_string()), "{log}");
 }

@@ -48,6 +48,20 @@ pub struct Row {
     pub primary: bool,
     pub wrapper_pid: Option<u32>,
     pub cmd: Vec<String>,
+    /// `localhost:<port>` outside the instances (while the router runs): whether
+    /// this row's port is mirrored there for this instance, and why not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub original_port: Option<OriginalPort>,
+}
+
+/// What `localhost:<port>` reaches, for one row.
+#[derive(Debug, Serialize)]
+pub struct OriginalPort {
+    pub port: u16,
+    /// `localhost:<port>` reaches this instance.
+    pub mirrored: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 pub fn run(json: bool) -> Result<ExitCode> {
@@ -69,6 +83,7 @@ pub fn run(json: bool) -> Result<ExitCode> {
         .collect();
     let mut rows = rows(snap.listeners.into_iter().filter(Listener::maybe_alive), router_port);
     rows.extend(starting.iter().map(|w| starting_row(w, router_port)));
+    add_original_ports(&home, &mut rows);
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(ExitCode::SUCCESS);
@@ -78,7 +93,7 @@ pub fn run(json: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let now = liveness::now_ms();
-    let mut table = vec![["APP", "INSTANCE", "STATE", "PORT", "PID", "UPTIME", "URL"].map(String::from)];
+    let mut table = vec![["APP", "INSTANCE", "STATE", "PORT", "PID", "UPTIME", "URL", "LOCALHOST"].map(String::from)];
     let dash = |v: Option<u32>| v.map_or_else(|| "-".into(), |p| p.to_string());
     for r in &rows {
         let mark = if r.default && r.primary { " (default)" } else { "" };
@@ -90,6 +105,7 @@ pub fn run(json: bool) -> Result<ExitCode> {
             dash(r.pid.or(r.wrapper_pid.filter(|_| r.state == State::Starting))),
             uptime(now, r.started_at_ms),
             format!("{}{mark}", r.url),
+            original_cell(r.original_port.as_ref()),
         ]);
     }
     print_table(&table);
@@ -123,12 +139,37 @@ pub fn rows(listeners: impl IntoIterator<Item = Listener>, router_port: u16) -> 
                         primary,
                         wrapper_pid: sc.and_then(|s| s.wrapper_pid),
                         cmd: sc.map(|s| s.cmd.clone()).unwrap_or_default(),
+                        original_port: None,
                     });
                 }
             }
         }
     }
     rows
+}
+
+/// Fills in each converted row's `original_port` from the running router
+/// (which alone knows what it could bind); nothing without a router.
+fn add_original_ports(home: &Home, rows: &mut [Row]) {
+    let Ok(view) = agentfs_router::client::routes(home) else { return };
+    for r in rows.iter_mut().filter(|r| r.socket.as_deref().is_some_and(|s| !s.starts_with("tcp:"))) {
+        let Some(o) = view.original_ports.iter().find(|o| Some(o.port) == r.port) else { continue };
+        let me = format!("{}.{}", r.instance, r.app);
+        let (mirrored, reason) = match &o.reason {
+            Some(why) => (false, Some(why.clone())),
+            None if o.answers == me => (true, None),
+            None => (false, Some(format!("localhost:{} answers {} (it took the port first)", o.port, o.answers))),
+        };
+        r.original_port = Some(OriginalPort { port: o.port, mirrored, reason });
+    }
+}
+
+fn original_cell(o: Option<&OriginalPort>) -> String {
+    match o {
+        Some(OriginalPort { port, mirrored: true, .. }) => format!("localhost:{port}"),
+        Some(OriginalPort { reason: Some(why), .. }) => format!("- ({why})"),
+        _ => "-".to_owned(),
+    }
 }
 
 /// The row of an instance whose wrapper runs and that listens nowhere yet.
@@ -146,6 +187,7 @@ fn starting_row(w: &WrapperRecord, router_port: u16) -> Row {
         primary: false,
         wrapper_pid: Some(w.wrapper_pid),
         cmd: w.cmd.clone(),
+        original_port: None,
     }
 }
 
@@ -159,8 +201,8 @@ fn uptime(now: u64, since: u64) -> String {
     }
 }
 
-fn print_table(rows: &[[String; 7]]) {
-    let mut widths = [0usize; 7];
+fn print_table(rows: &[[String; 8]]) {
+    let mut widths = [0usize; 8];
     for r in rows {
         for (w, c) in widths.iter_mut().zip(r) {
             *w = (*w).max(c.chars().count());

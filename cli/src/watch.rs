@@ -30,7 +30,7 @@ pub fn announce_when_listening(home: Home, me: Instance) {
         let mut seen = BTreeSet::new();
         loop {
             for port in new_ports(&home, &me, &mut seen) {
-                banner(&me, port, seen.len() == 1);
+                banner(&home, &me, port, seen.len() == 1);
             }
             thread::sleep(if seen.is_empty() { FIRST_POLL } else { LATER_POLL });
         }
@@ -51,12 +51,46 @@ fn new_ports(home: &Home, me: &Instance, seen: &mut BTreeSet<u16>) -> Vec<u16> {
     ours.into_iter().map(|(_, p)| p).filter(|p| seen.insert(*p)).collect()
 }
 
-fn banner(me: &Instance, port: u16, first: bool) {
+fn banner(home: &Home, me: &Instance, port: u16, first: bool) {
+    let also = also_on_original_port(home, me, port);
     if first {
-        eprintln!("agentfs: {} ({}) → {}", me.app, me.instance, me.url);
+        eprintln!("agentfs: {} ({}) → {}{also}", me.app, me.instance, me.url);
     } else {
         let host = format!("{port}.{}", hostname(&me.app, Some(&me.instance)));
-        eprintln!("agentfs: {} ({}) port {port} → {}", me.app, me.instance, url(&host, me.router_port));
+        eprintln!("agentfs: {} ({}) port {port} → {}{also}", me.app, me.instance, url(&host, me.router_port));
+    }
+}
+
+/// Whether the router's routes list this instance's `port` (it has seen it).
+fn routed(view: &agentfs_router::api::RoutesView, me: &Instance, port: u16) -> bool {
+    let app = view.apps.iter().filter(|a| a.app == me.app.as_str());
+    let inst = app.flat_map(|a| a.instances.iter()).filter(|i| i.instance == me.instance.as_str());
+    inst.flat_map(|i| i.ports.iter()).any(|p| p.port == port)
+}
+
+/// How long the banner waits for the router to take up a new port.
+const ORIGINAL_WAIT: Duration = Duration::from_millis(500);
+
+/// ` · also http://localhost:<port>` when the router answers this
+/// instance's port there too (see the router's `original`), or why not.
+fn also_on_original_port(home: &Home, me: &Instance, port: u16) -> String {
+    let me_name = format!("{}.{}", me.instance, me.app);
+    let deadline = std::time::Instant::now() + ORIGINAL_WAIT;
+    loop {
+        let Ok(view) = agentfs_router::client::routes(home) else { return String::new() };
+        match view.original_ports.iter().find(|o| o.port == port) {
+            Some(o) if o.mirrored && o.answers == me_name => return format!(" · also http://localhost:{port}"),
+            Some(o) if o.mirrored => {
+                return format!(" · localhost:{port} answers {} (it took the port first)", o.answers);
+            }
+            Some(o) => {
+                let why = o.reason.as_deref().unwrap_or("not mirrored");
+                return format!(" · localhost:{port} is not mirrored ({why})");
+            }
+            // Routed but not mirrored: the router does not mirror ports (turned off).
+            None if routed(&view, me, port) || std::time::Instant::now() >= deadline => return String::new(),
+            None => thread::sleep(FIRST_POLL),
+        }
     }
 }
 
@@ -97,7 +131,7 @@ pub fn register_tcp_fallback(home: Home, me: Instance, pid: u32, port: u16, cmd:
                 };
                 let stem = SocketName::new(me.app.clone(), me.instance.clone(), port).stem();
                 match record::write(&scan::sidecar_path(&home.run_dir(), &stem), &sidecar) {
-                    Ok(()) => banner(&me, port, true),
+                    Ok(()) => banner(&home, &me, port, true),
                     Err(e) => eprintln!("agentfs: cannot register the route to 127.0.0.1:{port}: {e}"),
                 }
                 return;
