@@ -109,3 +109,54 @@ fn a_port_another_program_holds_is_not_mirrored_and_ps_says_why() {
     let log = std::fs::read_to_string(env.home.path().join("logs/router.log")).unwrap();
     assert!(log.contains("original port not mirrored") && log.contains(&port.to_string()), "{log}");
 }
+
+#[test]
+fn webpack_dev_servers_baked_in_port_reaches_its_instance() {
+    let env = Env::new("wds");
+    let dir = TempDir::new("wdsproj");
+    let proj = dir.path().join("wds");
+    std::fs::create_dir_all(proj.join("src")).unwrap();
+    let port = free_port();
+    std::fs::write(proj.join("package.json"), r#"{"name":"wds","private":true,"scripts":{"dev":"webpack serve"}}"#)
+        .unwrap();
+    let config = format!(
+        "module.exports = {{ mode: 'development', entry: './src/index.js', \
+         devServer: {{ port: {port}, hot: false, liveReload: true }} }};"
+    );
+    std::fs::write(proj.join("webpack.config.js"), config).unwrap();
+    std::fs::write(proj.join("src/index.js"), "document.title = 'wds here';").unwrap();
+    let install = Command::new("npm")
+        .args(["install", "--no-audit", "--no-fund", "--silent", "webpack", "webpack-cli", "webpack-dev-server"])
+        .current_dir(&proj)
+        .output()
+        .unwrap();
+    assert!(install.status.success(), "npm install: {}", String::from_utf8_lossy(&install.stderr));
+    let app = wrap_in(&env, &proj, &["--instance", "br", "--", "npm", "run", "dev"]);
+    wait_stderr(&app, "agentfs: wds (br) →", Duration::from_secs(60));
+    let bundle = wait_for("the bundle through the router", START, || {
+        env.get("br.wds.localhost", "/main.js").ok().filter(|r| r.status == 200)
+    });
+    // The client connects to the page's host name on the port baked into the bundle.
+    let baked = format!("port={port}&pathname=%2Fws");
+    assert!(bundle.body.contains(&baked), "the bundle bakes in {baked}");
+    let mut ws = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    ws.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let req = format!(
+        "GET /ws HTTP/1.1\r\nHost: br.wds.localhost:{port}\r\nOrigin: http://br.wds.localhost:{}\r\n\
+         Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        env.port
+    );
+    std::io::Write::write_all(&mut ws, req.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("\"type\":\"ok\"") && !String::from_utf8_lossy(&got).contains("hash")
+    {
+        let n = std::io::Read::read(&mut ws, &mut buf).unwrap_or(0);
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+    assert!(text.to_ascii_lowercase().contains("x-agentfs-instance: br.wds"), "{text}");
+}
