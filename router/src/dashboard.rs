@@ -37,13 +37,14 @@ fn page(table: &Table, shared: &Shared) -> Response<Body> {
     let html = format!(
         "<!doctype html><html><head><meta charset=utf-8><meta http-equiv=refresh content=5>\
          <title>agentfs</title>{STYLE}</head><body><h1>agentfs router</h1>\
-         <p>Port {port} · pid {pid} · listening on {addrs} · <a href=\"/api/routes\">/api/routes</a></p>{routes}{starting}\
+         <p>Port {port} · pid {pid} · listening on {addrs} · <a href=\"/api/routes\">/api/routes</a></p>{routes}{originals}{starting}\
          </body></html>\n",
         port = shared.port,
         pid = std::process::id(),
         addrs = escape(&shared.listening.join(", ")),
         routes = routes_html(table.view()),
         starting = starting_html(table),
+        originals = originals_html(shared, table),
     );
     respond(html.into_bytes(), "text/html; charset=utf-8")
 }
@@ -58,6 +59,22 @@ fn starting_html(table: &Table) -> String {
         .map(|w| format!("<li>{} ({}) · wrapper pid {}</li>", escape(&w.app), escape(&w.instance), w.wrapper_pid))
         .collect();
     format!("<h2>Starting</h2><ul>{}</ul>", items.join(""))
+}
+
+/// `localhost:5173 → main.shop` per original port, or why it is not mirrored.
+fn originals_html(shared: &Shared, table: &Table) -> String {
+    let ports = shared.originals.view(table);
+    if ports.is_empty() {
+        return String::new();
+    }
+    let items: Vec<String> = ports
+        .iter()
+        .map(|o| match &o.reason {
+            None => format!("<li>localhost:{} → {}</li>", o.port, escape(&o.answers)),
+            Some(why) => format!("<li>localhost:{} not mirrored ({})</li>", o.port, escape(why)),
+        })
+        .collect();
+    format!("<h2>Original ports</h2><ul>{}</ul>", items.join(""))
 }
 
 fn respond(bytes: Vec<u8>, ctype: &'static str) -> Response<Body> {

@@ -62,6 +62,8 @@ async fn localhost_port_answers_the_first_holder_then_the_next_then_nobody() {
     let referer = format!("referer: http://b.app.localhost:{}/page\r\n", r.port);
     assert_eq!(get_on(p, &format!("localhost:{p}"), &referer).await.1, b.stem, "by Referer");
     assert_eq!(get_on(p, "evil.com", "").await.0, "421");
+    let page = support::http::get(r.port, "localhost", "/", &[("accept", "text/html")]).await.body;
+    assert!(page.contains(&format!("localhost:{p} → a.app")), "the dashboard says it: {page}");
 
     gone(&env, &a);
     wait_for_tag(p, &format!("localhost:{p}"), &b.stem, Duration::from_secs(1)).await;
@@ -136,6 +138,7 @@ async fn other_protocols_are_tunnelled_to_the_first_holder() {
     let mut talker = TcpStream::connect(("127.0.0.1", p)).await.unwrap();
     talker.write_all(b"*1\r\n$4\r\nPING\r\n").await.unwrap();
     read_until(&mut talker, "PING", Duration::from_secs(5)).await;
+    drop((silent, talker));
     r.stop().await.unwrap();
 }
 
