@@ -13,9 +13,12 @@
 //!   without the right) is skipped, logged once and shown with its reason.
 //! - A connection is told apart by its first bytes: an HTTP/1.x request line
 //!   or the h2 preface is HTTP, routed by Host (`<instance>.<app>.localhost:P`),
-//!   then by `Origin`/`Referer`, then to the earliest holder; anything else,
-//!   and a client silent for [`SNIFF_WAIT`] (server-speaks-first protocols:
-//!   MySQL, SMTP), is tunnelled byte for byte to the earliest holder.
+//!   then by `Origin`/`Referer`, then to the earliest holder; anything else is
+//!   tunnelled byte for byte to the earliest holder. A client silent for
+//!   [`SNIFF_WAIT`] may be waiting for a server that speaks first (MySQL,
+//!   SMTP) or be a browser's speculative preconnect: the holder is connected
+//!   then, and whichever speaks first decides — the app (tunnel), or the
+//!   client (HTTP is routed as above, anything else tunnelled).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -27,6 +30,7 @@ use tokio::task::AbortHandle;
 use crate::api::OriginalPortView;
 use crate::host::{Host, HostError};
 use crate::state::Shared;
+use crate::stream::AppStream;
 use crate::table::{ReplicaSet, Table};
 
 /// How long a new connection on an original port may stay silent before it
@@ -135,22 +139,62 @@ fn skip_reason(port: u16, error: &str) -> String {
 
 /// What a new connection on an original port starts with.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Sniffed {
+enum Sniffed {
     Http,
-    /// Something else, or nothing within [`SNIFF_WAIT`]: tunnel it.
     Other,
+    Silent,
     Closed,
 }
 
-/// Looks at the first bytes without taking them.
-pub async fn sniff(stream: &TcpStream) -> Sniffed {
+/// Looks at the first bytes without taking them, waiting up to `wait`.
+async fn sniff(stream: &TcpStream, wait: Duration) -> Sniffed {
     let mut buf = [0u8; 16];
-    match tokio::time::timeout(SNIFF_WAIT, stream.peek(&mut buf)).await {
-        Err(_) => Sniffed::Other,
+    match tokio::time::timeout(wait, stream.peek(&mut buf)).await {
+        Err(_) => Sniffed::Silent,
         Ok(Ok(0) | Err(_)) => Sniffed::Closed,
         Ok(Ok(n)) if looks_like_http(&buf[..n]) => Sniffed::Http,
         Ok(Ok(_)) => Sniffed::Other,
     }
+}
+
+/// Decides what a connection on original port `port` is: `Some(stream)` for
+/// HTTP, to be served as on the router's own port; `None` once it has been
+/// tunnelled to the port's earliest holder (or has closed).
+pub async fn admit(client: TcpStream, port: u16, shared: &Shared) -> Option<TcpStream> {
+    let first = sniff(&client, SNIFF_WAIT).await;
+    if first == Sniffed::Http {
+        return Some(client);
+    }
+    let set = shared.table().original_holder(port).cloned()?;
+    match first {
+        Sniffed::Http | Sniffed::Closed => None,
+        Sniffed::Other => {
+            tunnel(client, &set, None).await;
+            None
+        }
+        Sniffed::Silent => {
+            let app = first_replica(&set).await?;
+            tokio::select! {
+                _ = app.readable() => tunnel(client, &set, Some(app)).await,
+                said = sniff(&client, Duration::MAX) => match said {
+                    Sniffed::Http => return Some(client), // the app connection is dropped unused
+                    Sniffed::Closed => {}
+                    _ => tunnel(client, &set, Some(app)).await,
+                },
+            }
+            None
+        }
+    }
+}
+
+async fn first_replica(set: &ReplicaSet) -> Option<AppStream> {
+    for up in set.candidates() {
+        if let Ok(app) = up.connect_stream().await {
+            return Some(app);
+        }
+    }
+    tracing::debug!(what = set.what, "original-port tunnel: no replica answers");
+    None
 }
 
 /// An HTTP/1.x request line (`TOKEN SP`) or the start of the h2 preface.
@@ -159,23 +203,17 @@ fn looks_like_http(first: &[u8]) -> bool {
     (1..=10).contains(&method_len) && first.get(method_len) == Some(&b' ')
 }
 
-/// Joins a non-HTTP client with the earliest holder of its port, byte for byte.
-pub async fn tunnel(mut client: TcpStream, set: Arc<ReplicaSet>) {
-    let mut last = None;
-    for up in set.candidates() {
-        match up.connect_stream().await {
-            Ok(mut app) => {
-                match tokio::io::copy_bidirectional(&mut client, &mut app).await {
-                    Ok((up, down)) => tracing::debug!(up, down, "original-port tunnel closed"),
-                    Err(e) => tracing::debug!(error = %e, "original-port tunnel ended"),
-                }
-                return;
-            }
-            Err(e) => last = Some(e),
-        }
-    }
-    if let Some(e) = last {
-        tracing::debug!(error = %e, what = set.what, "original-port tunnel: no replica answers");
+/// Joins a non-HTTP client with the earliest holder of its port (on `app`,
+/// if connected already), byte for byte.
+async fn tunnel(mut client: TcpStream, set: &ReplicaSet, app: Option<AppStream>) {
+    let app = match app {
+        Some(a) => Some(a),
+        None => first_replica(set).await,
+    };
+    let Some(mut app) = app else { return };
+    match tokio::io::copy_bidirectional(&mut client, &mut app).await {
+        Ok((up, down)) => tracing::debug!(up, down, "original-port tunnel closed"),
+        Err(e) => tracing::debug!(error = %e, "original-port tunnel ended"),
     }
 }
 

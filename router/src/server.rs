@@ -29,7 +29,7 @@ use tracing::Instrument;
 use crate::headers::Forwarded;
 use crate::lean;
 use crate::limits::{self, Activity};
-use crate::original::{self, Sniffed};
+use crate::original;
 use crate::proxy::{self, ConnCtx};
 use crate::shards;
 use crate::state::Shared;
@@ -186,18 +186,14 @@ async fn serve_conn(
     let _ = stream.set_nodelay(true);
     let shared = &server.shared;
     let limit = shared.config.limits.header_read_timeout;
-    if let Some(port) = original {
-        match original::sniff(&stream).await {
-            Sniffed::Http => {}
-            Sniffed::Closed => return,
-            Sniffed::Other => {
-                let Some(set) = shared.table().original_holder(port).cloned() else { return };
-                return original::tunnel(stream, set).await;
-            }
-        }
-    } else if !limits::first_byte(&stream, limit).await {
-        return tracing::debug!("closed: nothing sent");
-    }
+    let stream = match original {
+        Some(port) => match original::admit(stream, port, shared).await {
+            Some(http) => http,
+            None => return,
+        },
+        None if !limits::first_byte(&stream, limit).await => return tracing::debug!("closed: nothing sent"),
+        None => stream,
+    };
     let (_registered, mut stop) = Registered::new(&server.conns);
     let ended = lean::serve(stream, accepted, shared, &forwarded, &mut stop, original).await;
     let (stream, stopping, idle_since) = match ended {

@@ -101,6 +101,14 @@ pub fn has_unread(fd: impl std::os::fd::AsFd) -> bool {
 }
 
 impl AppStream {
+    /// Resolves once the app has sent something (or closed).
+    pub async fn readable(&self) -> io::Result<()> {
+        match self {
+            AppStream::Unix(s) => s.readable().await,
+            AppStream::Tcp(s) => s.readable().await,
+        }
+    }
+
     /// Whether an idle stream is fit to carry a new request: nothing has
     /// arrived on it since its last response was read to the end — no close,
     /// and no bytes (an app that sent more than its response said, or wrote

@@ -81,6 +81,24 @@ async fn localhost_port_answers_the_first_holder_then_the_next_then_nobody() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preconnected_socket_that_speaks_http_late_is_still_routed_by_host() {
+    let env = Env::new("origlate");
+    let p = free_port();
+    let _a = app::start(&env.home, Spec::new("app", "a", p, 1)).await;
+    let b = app::start(&env.home, Spec::new("app", "b", p, 2)).await;
+    let r = Router::start(env.config()).await;
+    wait_for_tag(p, &format!("b.app.localhost:{p}"), &b.stem, Duration::from_secs(2)).await;
+    // A browser's speculative preconnect: silent past the sniffing wait, then a request.
+    let mut s = TcpStream::connect(("127.0.0.1", p)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let req = format!("GET / HTTP/1.1\r\nhost: b.app.localhost:{p}\r\nconnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let got = read_until(&mut s, "\"tag\"", Duration::from_secs(5)).await;
+    assert!(got.contains(&b.stem) && got.contains("x-agentfs-instance: b.app"), "{got}");
+    r.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_on_the_original_port_reaches_the_named_instance() {
     let env = Env::new("origws");
     let p = free_port();
