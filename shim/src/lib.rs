@@ -12,7 +12,11 @@
 //! - [`hooks`] — the exported hooks: `socket` (socket, bind, listen, connect,
 //!   accept, names), `sockopt`, `fd` (close, dup), `fcntl` (with `src/c/fcntl.c`), `exec`.
 //! - [`convert`] — bind → Unix socket: names, conflicts, stale files.
-//! - [`redirect`] — connect to loopback:<port> → the instance's own socket.
+//! - [`redirect`] — connect to loopback:<port> → the instance's own socket;
+//!   [`targets`] — which one (TCP's family and address rules);
+//!   [`unconvert`] — clients that bound before connect; [`clientport`] — the
+//!   client port both ends report.
+//! - [`tcpheld`] — ports this process holds on real TCP (EADDRINUSE, not a conversion).
 //! - [`swap`] — replacing a TCP socket with a Unix one under the same fd.
 //! - [`announce`] — the sidecar, after listen.
 //! - [`spawn`] — exec/posix_spawn plans that keep the shim alive (`hooks::exec`).
@@ -22,6 +26,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod announce;
+pub mod clientport;
 pub mod config;
 pub mod convert;
 pub mod errno;
@@ -41,6 +46,9 @@ pub mod sockfile;
 pub mod spawn;
 pub mod swap;
 pub mod sys;
+pub mod targets;
+pub mod tcpheld;
+pub mod unconvert;
 
 /// Runs when the library is loaded, before the program's `main`: reads the
 /// environment and resolves every original function while the process is

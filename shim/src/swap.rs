@@ -22,9 +22,15 @@ pub struct Replacement {
     pub reuseport: bool,
 }
 
-/// Builds the replacement for `fd` (whose original family is v6 or not).
+/// Builds the Unix replacement for `fd` (whose original family is v6 or not).
 pub fn prepare(fd: c_int, v6: bool) -> Result<Replacement, &'static str> {
-    let new = sys::socket(libc::AF_UNIX, libc::SOCK_STREAM).map_err(|_| "cannot create a Unix socket")?;
+    prepare_in(fd, libc::AF_UNIX, v6)
+}
+
+/// Builds a replacement of `domain` for `fd`: a Unix socket, or a TCP socket
+/// again for a converted socket that turns out to be a client (`unconvert`).
+pub fn prepare_in(fd: c_int, domain: c_int, v6: bool) -> Result<Replacement, &'static str> {
+    let new = sys::socket(domain, libc::SOCK_STREAM).map_err(|_| "cannot create the replacement socket")?;
     let cloexec = sys::fcntl_get(fd, libc::F_GETFD).map_err(|_| "F_GETFD failed")? & libc::FD_CLOEXEC != 0;
     copy_owner(fd, new.raw());
     let status = sys::fcntl_get(fd, libc::F_GETFL).map_err(|_| "F_GETFL failed")?;
