@@ -46,39 +46,78 @@ fn same(native: &Value, shimmed: &Value, log: &str) {
     }
 }
 
-#[test]
-fn families_and_clients_bound_before_connect_behave_as_on_tcp() {
+/// Runs sections of `client_bind.py` both ways; checks the native answers
+/// against `expect`, the shim's against the native ones, and that the shim
+/// logged each of `decisions`.
+fn client_bind(tag: &str, section: &str, expect: Value, decisions: &[&str]) {
     let script = fixture("client_bind.py").to_str().unwrap().to_owned();
-    let (native, shimmed, log) = both_ways("clientbind", "python3", |b| vec![script.clone(), b.to_string()], 8);
-    let expect = serde_json::json!({
-        "v6_connect_to_v4_only_listener": "ECONNREFUSED",
-        "connect_0000": "ok",
-        "each_family_to_its_listener": [0, 1, 0],
-        "connect_v6_wildcard_accepted": 1,
-        "bound_port0": [true, "127.0.0.1", true, 0],
-        "bound_fixed": [true, "127.0.0.1", true, 0],
-        "bound_wildcard_fixed": [true, "127.0.0.1", true, 0],
-        "create_connection_source_address": [true, true],
-        "bindresvport_names": [true, true],
-        "bind_held_port": "EADDRINUSE",
-        "retry_after_refusal": "ok",
-        "retry_accepted": true,
-        "rebind_port0_listener_port": "EADDRINUSE",
-        "bound_client_to_tcp_port_names": [true, true],
-        "connected_again": "EISCONN",
-    });
+    let args = |b: u16| vec![script.clone(), b.to_string(), section.to_owned()];
+    let (native, shimmed, log) = both_ways(tag, "python3", args, 8);
     for (check, want) in expect.as_object().unwrap() {
         assert_eq!(&native[check], want, "native {check}: {native}");
     }
     same(&native, &shimmed, &log);
-    for converted in ["connect 0.0.0.0:", "connect [::1]:", "made TCP again", "this process holds the port on TCP"] {
-        assert!(log.contains(converted), "the shim really took part ({converted:?}):\n{log}");
+    for d in decisions {
+        assert!(log.contains(d), "the shim really took part ({d:?}):\n{log}");
     }
-    assert!(log.matches("redirected to").count() >= 10, "{log}");
 }
 
 #[test]
-fn node_local_port_reaches_the_instance_and_is_seen_by_the_server() {
+fn b9_each_family_reaches_only_its_own_listeners() {
+    let expect = serde_json::json!({
+        "v6_connect_to_v4_only_listener": "ECONNREFUSED",
+        "connect_0000": "ok",
+        "connect_0000_peer": ["127.0.0.1", true],
+        "connect_0000_accepted": 0,
+        "each_family_to_its_listener": [0, 1, 0],
+        "connect_v6_wildcard": "ok",
+        "connect_v6_wildcard_accepted": 1,
+    });
+    client_bind("families", "families", expect, &["passed through (no listener", "connect 0.0.0.0:", "connect [::]:"]);
+}
+
+#[test]
+fn b2_clients_bound_before_connect_reach_the_instance_and_keep_their_port() {
+    let expect = serde_json::json!({
+        "bound_port0": [true, "127.0.0.1", true, 0],
+        "bound_fixed": [true, "127.0.0.1", true, 0],
+        "bound_fixed_port": true,
+        "bound_wildcard_fixed": [true, "127.0.0.1", true, 0],
+        "create_connection_source_address": [true, true],
+        "bindresvport": [0, true, "ok"],
+        "bindresvport_names": [true, true],
+        "connected_again": "EISCONN",
+    });
+    client_bind("bound", "bound", expect, &["redirected to"]);
+}
+
+#[test]
+fn b2_a_converted_client_bind_to_a_tcp_destination_is_tcp_again() {
+    let expect = serde_json::json!({"bound_client_to_tcp_port": "ok", "bound_client_to_tcp_port_names": [true, true]});
+    client_bind("tcpagain", "tcp_again", expect, &["made TCP again"]);
+}
+
+#[test]
+fn b3_a_retry_after_a_refused_connect_is_redirected() {
+    let expect = serde_json::json!({
+        "connect_before_listen": "ECONNREFUSED", "retry_after_refusal": "ok", "retry_accepted": true,
+    });
+    client_bind("retry", "retry", expect, &["redirected to"]);
+}
+
+#[test]
+fn b8_held_ports_are_eaddrinuse() {
+    let expect = serde_json::json!({"bind_held_port": "EADDRINUSE", "rebind_port0_listener_port": "EADDRINUSE"});
+    client_bind("held", "held", expect, &["this process holds the port on TCP"]);
+}
+
+#[test]
+fn b6_both_ends_agree_on_the_client_port() {
+    client_bind("ports", "ports_agree", serde_json::json!({"unbound_ports_agree": [true, true]}), &["redirected to"]);
+}
+
+#[test]
+fn b2_node_local_port_reaches_the_instance_and_is_seen_by_the_server() {
     let script = fixture("node_localport.js").to_str().unwrap().to_owned();
     let args = |b: u16| vec![script.clone(), b.to_string(), (b + 1).to_string()];
     let (native, shimmed, log) = both_ways("localport", "node", args, 2);
@@ -87,4 +126,30 @@ fn node_local_port_reaches_the_instance_and_is_seen_by_the_server() {
     assert_eq!(shimmed["error"], Value::Null, "{shimmed}\n{log}");
     assert_eq!(shimmed["localPort"], shimmed["remotePort"], "{shimmed}\n{log}");
     assert!(log.contains("redirected to"), "{log}");
+}
+
+#[test]
+fn b1_tcp_info_reports_the_connection_state() {
+    let script = fixture("tcp_info.py").to_str().unwrap().to_owned();
+    let (native, shimmed, log) = both_ways("tcpinfo", "python3", |b| vec![script.clone(), b.to_string()], 1);
+    let expect = serde_json::json!({
+        "bound": 7, "listener": 10, "client": [1, true], "accepted": [1, true],
+        "same_length": true, "accepted_after_peer_close": 8,
+    });
+    assert_eq!(native, expect, "native");
+    same(&native, &shimmed, &log);
+    assert!(log.contains("converted to") && log.contains("redirected to"), "{log}");
+}
+
+#[test]
+fn b4_b5_threaded_sendmsg_recvmsg_with_addresses_echo_as_on_tcp() {
+    let home = Home::new("msgecho");
+    let exe = compile_c("msg_echo.c", home.path(), &[]).to_str().unwrap().to_owned();
+    let (native, shimmed, log) = both_ways("msgecho", &exe, |b| vec![b.to_string()], 1);
+    let expect = serde_json::json!({
+        "connect_rc": 0, "send_errors": 0, "recv_errors": 0, "namelen_nonzero": 0, "echo_mismatch": 0, "rounds": 80,
+    });
+    assert_eq!(native, expect, "native");
+    same(&native, &shimmed, &log);
+    assert!(log.matches("redirected to").count() >= 8, "{log}");
 }

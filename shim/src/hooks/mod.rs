@@ -4,6 +4,7 @@
 pub mod exec;
 pub mod fcntl;
 pub mod fd;
+pub mod msg;
 pub mod socket;
 pub mod sockopt;
 
@@ -12,6 +13,7 @@ pub fn resolve_all() {
     socket::resolve_all();
     sockopt::resolve_all();
     fd::resolve_all();
+    msg::resolve_all();
     fcntl::resolve_all();
     exec::resolve_all();
 }

@@ -139,7 +139,11 @@ fn is_domain_query(_level: c_int, _name: c_int, _value: Option<c_int>) -> bool {
 }
 
 /// The answer for a converted socket, or `None` to let the kernel answer.
-fn answer(_fd: c_int, st: FdState, level: c_int, name: c_int, out: &OptOut) -> Option<Outcome> {
+fn answer(fd: c_int, st: FdState, level: c_int, name: c_int, out: &OptOut) -> Option<Outcome> {
+    #[cfg(target_os = "linux")]
+    if (level, name) == (libc::IPPROTO_TCP, libc::TCP_INFO) {
+        return tcp_info(fd, st, out);
+    }
     #[cfg(target_os = "linux")]
     if level == libc::SOL_SOCKET && name == libc::SO_DOMAIN {
         let family = if st.local.v6 { libc::AF_INET6 } else { libc::AF_INET };
@@ -162,6 +166,22 @@ fn answer(_fd: c_int, st: FdState, level: c_int, name: c_int, out: &OptOut) -> O
         Ok(n) => out.write(&buf[..n]),
         Err(e) => Outcome::Done(errno::fail(e)),
     })
+}
+
+/// TCP_INFO with the state the converted socket has (`tcpinfo`).
+#[cfg(target_os = "linux")]
+fn tcp_info(fd: c_int, st: FdState, out: &OptOut) -> Option<Outcome> {
+    use crate::fdtable::Kind;
+    use crate::tcpinfo::{self, Role};
+    let role = match st.kind {
+        Kind::Listener if sys::is_listening(fd) => Role::Listening,
+        Kind::Listener | Kind::Free => Role::Unconnected,
+        Kind::Conn | Kind::Client => Role::Connected,
+    };
+    let mut buf = [0u8; 512];
+    let n = tcpinfo::fill(fd, role, st.local.v6, &mut buf)?;
+    let n = n.min(out.room());
+    Some(out.write(&buf[..n]))
 }
 
 /// getsockopt's `(value, len)` out-parameters.
