@@ -40,6 +40,13 @@ fn both_ways(tag: &str, program: &str, args: impl Fn(u16) -> Vec<String>, ports:
     (native, shimmed, log)
 }
 
+/// A C fixture taking one port, compiled and run both ways.
+fn c_both_ways(tag: &str, source: &str) -> (Value, Value, String) {
+    let home = Home::new(tag);
+    let exe = compile_c(source, home.path(), &[]).to_str().unwrap().to_owned();
+    both_ways(tag, &exe, |b| vec![b.to_string()], 1)
+}
+
 fn same(native: &Value, shimmed: &Value, log: &str) {
     for (check, want) in native.as_object().unwrap() {
         assert_eq!(&shimmed[check], want, "{check}: natively {want}, under the shim {}\n{log}", shimmed[check]);
@@ -143,13 +150,24 @@ fn b1_tcp_info_reports_the_connection_state() {
 
 #[test]
 fn b4_b5_threaded_sendmsg_recvmsg_with_addresses_echo_as_on_tcp() {
-    let home = Home::new("msgecho");
-    let exe = compile_c("msg_echo.c", home.path(), &[]).to_str().unwrap().to_owned();
-    let (native, shimmed, log) = both_ways("msgecho", &exe, |b| vec![b.to_string()], 1);
+    let (native, shimmed, log) = c_both_ways("msgecho", "msg_echo.c");
     let expect = serde_json::json!({
         "connect_rc": 0, "send_errors": 0, "recv_errors": 0, "namelen_nonzero": 0, "echo_mismatch": 0, "rounds": 80,
     });
     assert_eq!(native, expect, "native");
     same(&native, &shimmed, &log);
     assert!(log.matches("redirected to").count() >= 8, "{log}");
+}
+
+#[test]
+fn b7_a_write_after_the_peer_closed_is_accepted_once_then_epipe() {
+    let (native, shimmed, log) = c_both_ways("peerclose", "peer_close.c");
+    let expect = serde_json::json!({
+        "eof": 0, "first_write": 3, "first_sigpipes": 0, "second_write": -1, "second_errno": libc::EPIPE,
+        "sigpipes": 2, "getpeername_errno": libc::ENOTCONN, "tcp_state": 7,
+        "after_own_shutdown": [-1, libc::EPIPE, 1], "nosignal": [-1, 0],
+    });
+    assert_eq!(native, expect, "native");
+    same(&native, &shimmed, &log);
+    assert!(log.contains("redirected to"), "{log}");
 }

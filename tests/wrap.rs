@@ -109,6 +109,8 @@ fn a_request_during_start_up_waits_for_the_app() {
     wait_for("the wrapper record", START, || {
         env.home.run_files().iter().any(|f| f.starts_with("slow.main.wrapper-")).then_some(())
     });
+    // The wrapper record is written before the router is started.
+    wait_for("the router to accept", START, || std::net::TcpStream::connect(("127.0.0.1", env.port)).ok());
     let asked = Instant::now();
     let r = env.get("slow.localhost", "/").unwrap();
     assert_eq!(r.status, 200, "held until the app listened, not 404/503: {r:?}");

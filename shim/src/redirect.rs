@@ -104,7 +104,7 @@ fn redirect(
     let local = Addr::from_std(SocketAddr::new(source_ip(bound.map(|b| b.ip()), dest), port));
     let options = carried.unwrap_or(rep.options);
     rep.commit().map_err(|e| format!("cannot put the Unix socket in place: errno {e}"))?;
-    let state = FdState { kind: Kind::Client, local, peer: Addr::from_std(dest), options, listener: 0 };
+    let state = FdState { kind: Kind::Client, local, peer: Addr::from_std(dest), options, ..FdState::default() };
     listeners::release_state(fdtable::set(fd, state));
     Ok(path.to_owned())
 }

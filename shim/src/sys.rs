@@ -119,6 +119,19 @@ pub fn is_listening(fd: c_int) -> bool {
     getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN).is_ok_and(|v| v != 0)
 }
 
+/// Whether the other end of a connected socket has closed or shut down its
+/// writing (the kernel says POLLRDHUP; POLLHUP where that does not exist).
+pub fn peer_closed(fd: c_int) -> bool {
+    #[cfg(target_os = "linux")]
+    let hangup = libc::POLLRDHUP;
+    #[cfg(not(target_os = "linux"))]
+    let hangup = libc::POLLHUP;
+    let mut p = libc::pollfd { fd, events: hangup, revents: 0 };
+    // SAFETY: one valid pollfd, no waiting.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n == 1 && p.revents & hangup != 0
+}
+
 /// The inode number of whatever `fd` is.
 pub fn inode(fd: c_int) -> Option<u64> {
     // SAFETY: an all-zero stat is a valid out-buffer.

@@ -58,7 +58,7 @@ pub fn fill(fd: c_int, role: Role, v6: bool, out: &mut [u8; 512]) -> Option<usiz
         }
         Role::Connected => {
             out[..len].fill(0);
-            out[0] = if peer_closed(fd) { CLOSE_WAIT } else { ESTABLISHED };
+            out[0] = if crate::sys::peer_closed(fd) { CLOSE_WAIT } else { ESTABLISHED };
             // tcpi_options (timestamps, SACK, window scaling), the window
             // scales, and delivery_rate_app_limited, as on loopback.
             out[5..8].copy_from_slice(&[7, 0xaa, 1]);
@@ -87,16 +87,4 @@ pub fn fill(fd: c_int, role: Role, v6: bool, out: &mut [u8; 512]) -> Option<usiz
 
 fn put(out: &mut [u8], at: usize, v: u32) {
     out[at..at + 4].copy_from_slice(&v.to_ne_bytes());
-}
-
-/// Whether the other end has closed (TCP: the FIN arrived, CLOSE_WAIT).
-fn peer_closed(fd: c_int) -> bool {
-    #[cfg(target_os = "linux")]
-    let hangup = libc::POLLRDHUP | libc::POLLHUP;
-    #[cfg(not(target_os = "linux"))]
-    let hangup = libc::POLLHUP;
-    let mut p = libc::pollfd { fd, events: hangup, revents: 0 };
-    // SAFETY: one valid pollfd, no waiting.
-    let n = unsafe { libc::poll(&mut p, 1, 0) };
-    n == 1 && p.revents & hangup != 0
 }

@@ -7,6 +7,8 @@ pub mod fd;
 pub mod msg;
 pub mod socket;
 pub mod sockopt;
+#[cfg(target_os = "linux")]
+pub mod write;
 
 /// Resolves every original function (in the constructor, before threads).
 pub fn resolve_all() {
@@ -16,4 +18,6 @@ pub fn resolve_all() {
     msg::resolve_all();
     fcntl::resolve_all();
     exec::resolve_all();
+    #[cfg(target_os = "linux")]
+    write::resolve_all();
 }

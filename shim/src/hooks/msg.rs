@@ -2,7 +2,8 @@
 //! destination given to sendto/sendmsg on a connected socket, where a Unix
 //! socket fails with EISCONN; and TCP's recvfrom/recvmsg return no address
 //! (length 0), where a Unix socket returns its peer's path. On descriptors
-//! the shim tracks, the destination is dropped and the returned length is 0.
+//! the shim tracks, the destination is dropped and the returned length is 0;
+//! sends after the peer left behave as on TCP (`peerreset`).
 
 use libc::{c_int, c_void, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 
@@ -27,17 +28,30 @@ fn is_connection(fd: c_int) -> bool {
     fdtable::get(fd).is_some_and(|s| matches!(s.kind, Kind::Conn | Kind::Client))
 }
 
-/// `send` with a destination: sent without it when TCP would ignore it.
-fn send_with(fd: c_int, has_dest: bool, send: impl Fn(bool) -> ssize_t) -> Outcome<ssize_t> {
+/// A send of `len` bytes with the app's `flags`, with a destination or not;
+/// `send(dest, flags)` makes it, with the destination or without. On a
+/// converted connection the destination is dropped and a write after the
+/// peer left behaves as on TCP (`peerreset`).
+fn send_with(
+    fd: c_int,
+    has_dest: bool,
+    len: usize,
+    flags: c_int,
+    send: impl Fn(bool, c_int) -> ssize_t,
+) -> Outcome<ssize_t> {
+    #[cfg(target_os = "linux")]
+    if let Some(st) = crate::peerreset::live_connection(fd) {
+        return Outcome::Done(crate::peerreset::on_live(fd, st, len, flags, |f| send(false, f)));
+    }
     if !has_dest {
         return Outcome::Pass(Pass::NotOurs);
     }
     if is_connection(fd) {
-        return Outcome::Done(send(false));
+        return Outcome::Done(send(false, flags));
     }
-    let r = send(true);
+    let r = send(true, flags);
     if r < 0 && errno::get() == libc::EISCONN && state_or_recognize(fd).is_some_and(|s| s.kind != Kind::Listener) {
-        return Outcome::Done(send(false));
+        return Outcome::Done(send(false, flags));
     }
     Outcome::Done(r)
 }
@@ -51,9 +65,9 @@ unsafe fn on_sendto(
     addr: *const sockaddr,
     len: socklen_t,
 ) -> Outcome<ssize_t> {
-    send_with(fd, !addr.is_null(), |dest| {
+    send_with(fd, !addr.is_null(), n, flags, |dest, flags| {
         let (a, l) = if dest { (addr, len) } else { (std::ptr::null(), 0) };
-        // SAFETY: the caller's arguments, with the destination possibly dropped.
+        // SAFETY: the caller's arguments, with the destination possibly dropped and flags added.
         unsafe { real(fd, buf, n, flags, a, l) }
     })
 }
@@ -61,7 +75,13 @@ unsafe fn on_sendto(
 unsafe fn on_sendmsg(real: sendmsg::Fn, fd: c_int, msg: *const msghdr, flags: c_int) -> Outcome<ssize_t> {
     // SAFETY: sendmsg(2)'s contract: `msg` is null or a valid msghdr.
     let Some(m) = (unsafe { msg.as_ref() }) else { return Outcome::Pass(Pass::NotOurs) };
-    send_with(fd, !m.msg_name.is_null(), |dest| {
+    let len = if m.msg_iov.is_null() {
+        0
+    } else {
+        // SAFETY: sendmsg(2)'s contract: `msg_iov` points to `msg_iovlen` iovecs.
+        unsafe { std::slice::from_raw_parts(m.msg_iov, m.msg_iovlen as _) }.iter().map(|v| v.iov_len).sum()
+    };
+    send_with(fd, !m.msg_name.is_null(), len, flags, |dest, flags| {
         let mut copy = *m;
         if !dest {
             copy.msg_name = std::ptr::null_mut();

@@ -167,6 +167,9 @@ unsafe fn on_getpeername(real: getpeername::Fn, fd: c_int, addr: *mut sockaddr, 
         return Outcome::Pass(Pass::NotOurs);
     }
     if let Some(st) = fdtable::get(fd).filter(|s| s.kind != Kind::Listener) {
+        if st.reset {
+            return Outcome::Done(errno::fail(libc::ENOTCONN));
+        }
         out.write(peer_of(fd, st));
         return Outcome::Done(0);
     }

@@ -176,6 +176,7 @@ fn tcp_info(fd: c_int, st: FdState, out: &OptOut) -> Option<Outcome> {
     let role = match st.kind {
         Kind::Listener if sys::is_listening(fd) => Role::Listening,
         Kind::Listener | Kind::Free => Role::Unconnected,
+        Kind::Conn | Kind::Client if st.reset => Role::Unconnected,
         Kind::Conn | Kind::Client => Role::Connected,
     };
     let mut buf = [0u8; 512];
