@@ -171,3 +171,20 @@ fn b7_a_write_after_the_peer_closed_is_accepted_once_then_epipe() {
     same(&native, &shimmed, &log);
     assert!(log.contains("redirected to"), "{log}");
 }
+
+#[test]
+fn b8_node_held_ports_are_eaddrinuse_and_four_tuples_unique() {
+    let script = fixture("node_ports.js").to_str().unwrap().to_owned();
+    let (native, shimmed, log) = both_ways("nodeports", "node", |b| vec![script.clone(), b.to_string()], 4);
+    for (check, want) in native.as_object().unwrap() {
+        let expected = match check.as_str() {
+            "first_client" => "ok",
+            "second_client_same_four_tuple" => "EADDRNOTAVAIL",
+            _ => "EADDRINUSE",
+        };
+        assert_eq!(want, expected, "native {check}: {native}");
+    }
+    assert_eq!(native.as_object().unwrap().len(), 10, "{native}");
+    same(&native, &shimmed, &log);
+    assert!(log.contains("this process holds the port on TCP") && log.contains("converted to"), "{log}");
+}

@@ -46,6 +46,9 @@ pub fn connect(fd: c_int, addr: SocketAddr) -> Outcome {
     }
     let Some(bound) = unconvert::unconnected_inet(fd, addr.is_ipv6()) else { return Outcome::Pass(Pass::NotOurs) };
     let bound = (bound.port() != 0).then_some(bound);
+    if taken(bound, dest) {
+        return Outcome::Done(errno::fail(libc::EADDRNOTAVAIL));
+    }
     finish(fd, addr, redirect(fd, dest, &path, bound, None))
 }
 
@@ -57,6 +60,7 @@ fn tracked(fd: c_int, id: &Identity, addr: SocketAddr, dest: SocketAddr, st: FdS
     }
     let bound = st.local.to_std();
     match targets::find(id, dest) {
+        Some(_) if taken(Some(bound), dest) => Outcome::Done(errno::fail(libc::EADDRNOTAVAIL)),
         Some(path) => finish(fd, addr, redirect(fd, dest, &path, Some(bound), Some(st.options))),
         None => match unconvert::back_to_tcp(fd, st) {
             Ok(()) => {
@@ -107,6 +111,14 @@ fn redirect(
     let state = FdState { kind: Kind::Client, local, peer: Addr::from_std(dest), options, ..FdState::default() };
     listeners::release_state(fdtable::set(fd, state));
     Ok(path.to_owned())
+}
+
+/// Whether a client of this process already connects from the port bound
+/// to `dest` (TCP: EADDRNOTAVAIL, the four-tuple is in use).
+fn taken(bound: Option<SocketAddr>, dest: SocketAddr) -> bool {
+    let Some(b) = bound.filter(|b| b.port() != 0) else { return false };
+    let local = Addr::from_std(SocketAddr::new(source_ip(Some(b.ip()), dest), b.port()));
+    crate::tcpheld::connection_exists(local, Addr::from_std(dest))
 }
 
 /// The local address TCP would report: the one bound, or loopback in the

@@ -6,11 +6,18 @@
 //! it refuses, the port counts as held only if one of this process's own
 //! descriptors is bound to it (a port held by a process outside the
 //! instance must not stop conversion: that is what lets instances share it).
+//!
+//! Redirected clients that bound a port hold it too, as TCP's connected
+//! sockets do: a bind of it is EADDRINUSE unless both sockets have
+//! SO_REUSEADDR, and a second connection from it to the same destination is
+//! EADDRNOTAVAIL.
 
 use std::net::SocketAddr;
 
 use libc::c_int;
 
+use crate::fdtable::{self, Kind};
+use crate::sockaddr::Addr;
 use crate::{sockaddr, sys};
 
 /// Whether binding `addr` on `fd` would conflict, on TCP, with a socket of
@@ -46,4 +53,27 @@ fn own_socket_on(port: u16, skip: c_int, probe: c_int) -> bool {
             && sys::sock_name(fd).and_then(|n| n.inet()).is_some_and(|a| a.port() == port)
             && sys::socket_type(fd) == Some(libc::SOCK_STREAM)
     })
+}
+
+/// Whether a redirected client of this process holds `addr`'s port in a way
+/// that refuses a bind on `fd`.
+pub fn held_by_client(fd: c_int, addr: SocketAddr) -> bool {
+    let reuse = |fd: c_int| sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR).is_ok_and(|v| v != 0);
+    let mut held = false;
+    fdtable::tracked_in(0, fdtable::MAX_FD as c_int - 1, |other, st| {
+        if st.kind == Kind::Client && st.local.port == addr.port() && other != fd {
+            held |= !(reuse(fd) && reuse(other));
+        }
+    });
+    held
+}
+
+/// Whether a redirected client of this process already connects `local` to
+/// `peer` (TCP: the four-tuple is taken).
+pub fn connection_exists(local: Addr, peer: Addr) -> bool {
+    let mut found = false;
+    fdtable::tracked_in(0, fdtable::MAX_FD as c_int - 1, |_, st| {
+        found |= st.kind == Kind::Client && st.local == local && st.peer == peer;
+    });
+    found
 }
