@@ -163,7 +163,7 @@ fn b4_b5_threaded_sendmsg_recvmsg_with_addresses_echo_as_on_tcp() {
 fn b7_a_write_after_the_peer_closed_is_accepted_once_then_epipe() {
     let (native, shimmed, log) = c_both_ways("peerclose", "peer_close.c");
     let expect = serde_json::json!({
-        "eof": 0, "first_write": 3, "first_sigpipes": 0, "second_write": -1, "second_errno": libc::EPIPE,
+        "eof": 0, "empty_send": 0, "first_write": 3, "first_sigpipes": 0, "second_write": -1, "second_errno": libc::EPIPE,
         "sigpipes": 2, "getpeername_errno": libc::ENOTCONN, "tcp_state": 7,
         "after_own_shutdown": [-1, libc::EPIPE, 1], "nosignal": [-1, 0],
     });

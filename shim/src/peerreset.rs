@@ -3,7 +3,8 @@
 //! accepted, the peer's kernel answers with a reset, and only the next write
 //! fails. A program without a SIGPIPE handler would die one write early. So
 //! writes on converted connections carry MSG_NOSIGNAL until the first EPIPE,
-//! which is reported as success and marks the connection reset; after that
+//! which is reported as success and marks the connection reset (a write of
+//! nothing is 0, as on TCP, and resets nothing); after that
 //! writes go to the kernel unchanged (EPIPE, SIGPIPE), getpeername says
 //! ENOTCONN and TCP_INFO says CLOSE, as for a reset TCP socket.
 
@@ -39,8 +40,11 @@ pub fn on_live(fd: c_int, st: FdState, len: usize, flags: c_int, send: impl FnOn
     if r >= 0 || errno::get() != libc::EPIPE {
         return r;
     }
-    if len > 0 && !st.shut_wr {
-        fdtable::update(fd, |s| s.reset = true);
+    if !st.shut_wr {
+        // Nothing sent, nothing to reset: TCP answers 0.
+        if len > 0 {
+            fdtable::update(fd, |s| s.reset = true);
+        }
         return len as ssize_t;
     }
     if flags & libc::MSG_NOSIGNAL == 0 {
