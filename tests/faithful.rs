@@ -188,3 +188,12 @@ fn b8_node_held_ports_are_eaddrinuse_and_four_tuples_unique() {
     same(&native, &shimmed, &log);
     assert!(log.contains("this process holds the port on TCP") && log.contains("converted to"), "{log}");
 }
+
+#[test]
+fn b9_node_autoselectfamily_falls_back_to_the_ipv4_listener() {
+    let script = fixture("node_autoselect.js").to_str().unwrap().to_owned();
+    let (native, shimmed, log) = both_ways("autoselect", "node", |b| vec![script.clone(), b.to_string()], 1);
+    assert_eq!(native, serde_json::json!({"data": "hi", "family": "IPv4", "address": "127.0.0.1"}), "native");
+    same(&native, &shimmed, &log);
+    assert!(log.contains("connect [::1]:") && log.contains("redirected to"), "{log}");
+}
