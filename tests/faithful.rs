@@ -197,3 +197,16 @@ fn b9_node_autoselectfamily_falls_back_to_the_ipv4_listener() {
     same(&native, &shimmed, &log);
     assert!(log.contains("connect [::1]:") && log.contains("redirected to"), "{log}");
 }
+
+#[test]
+fn connections_buffer_as_much_as_loopback_tcp_before_eagain() {
+    let script = fixture("send_buffers.py").to_str().unwrap().to_owned();
+    let (native, shimmed, log) = both_ways("sendbuf", "python3", |b| vec![script.clone(), b.to_string()], 1);
+    let expect = serde_json::json!({
+        "client_sndbuf_over_1mib": true, "client_buffers_over_1mib": true, "server_buffers_over_1mib": true,
+        "set_before_connect_reads_doubled": 200000,
+    });
+    assert_eq!(native, expect, "native");
+    same(&native, &shimmed, &log);
+    assert!(log.contains("redirected to"), "{log}");
+}

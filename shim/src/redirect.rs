@@ -106,7 +106,13 @@ fn redirect(
     clientport::bind(rep.new.raw(), port);
     connect_unix(rep.new.raw(), path).map_err(|e| format!("{}: {e}", path.display()))?;
     let local = Addr::from_std(SocketAddr::new(source_ip(bound.map(|b| b.ip()), dest), port));
-    let options = carried.unwrap_or(rep.options);
+    let mut options = carried.unwrap_or(rep.options);
+    if options.get(libc::SOL_SOCKET, libc::SO_SNDBUF).is_some() {
+        sys::tcp_like_send_buffer(rep.new.raw());
+        if let Ok(v) = sys::getsockopt_int(rep.new.raw(), libc::SOL_SOCKET, libc::SO_SNDBUF) {
+            options.set(libc::SOL_SOCKET, libc::SO_SNDBUF, &v.to_ne_bytes());
+        }
+    }
     rep.commit().map_err(|e| format!("cannot put the Unix socket in place: errno {e}"))?;
     let state = FdState { kind: Kind::Client, local, peer: Addr::from_std(dest), options, ..FdState::default() };
     listeners::release_state(fdtable::set(fd, state));

@@ -122,6 +122,9 @@ fn accepted(fd: c_int, out: &OutAddr, call: impl FnOnce(*mut sockaddr, *mut sock
         None => 0,
     };
     let local = connection_local(listener.local);
+    if listener.options.get(libc::SOL_SOCKET, libc::SO_SNDBUF).is_some() {
+        sys::tcp_like_send_buffer(conn);
+    }
     let state = FdState { kind: Kind::Conn, local, peer: Addr::loopback(family, peer_port), ..FdState::default() };
     fdtable::set(conn, state);
     if out.wanted() {

@@ -49,6 +49,7 @@ unsafe fn on_setsockopt(
     // SAFETY: the caller's own arguments.
     let r = unsafe { real(fd, level, name, value, len) };
     if r == 0 {
+        errno::preserve(|| refresh_stored(fd, level, name));
         return Outcome::Done(0);
     }
     let err = errno::get();
@@ -58,6 +59,20 @@ unsafe fn on_setsockopt(
     match state_or_recognize(fd) {
         Some(st) => store(fd, st, level, name, bytes),
         None => Outcome::Done(errno::fail(err)),
+    }
+}
+
+/// After the kernel took a SOL_SOCKET option: a value the store holds for
+/// it (a TCP default kept at the swap, see `swap`) becomes what the kernel
+/// now reads.
+fn refresh_stored(fd: c_int, level: c_int, name: c_int) {
+    if level != libc::SOL_SOCKET || fdtable::get(fd).is_none_or(|st| st.options.get(level, name).is_none()) {
+        return;
+    }
+    if let Ok(v) = sys::getsockopt_int(fd, level, name) {
+        fdtable::update(fd, |s| {
+            s.options.set(level, name, &v.to_ne_bytes());
+        });
     }
 }
 
