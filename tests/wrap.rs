@@ -111,6 +111,8 @@ fn a_request_during_start_up_waits_for_the_app() {
         // The record is written before the wrapper starts the router.
         (recorded && std::net::TcpStream::connect(("127.0.0.1", env.port)).is_ok()).then_some(())
     });
+    // The wrapper record is written before the router is started.
+    wait_for("the router to accept", START, || std::net::TcpStream::connect(("127.0.0.1", env.port)).ok());
     let asked = Instant::now();
     let r = env.get("slow.localhost", "/").unwrap();
     assert_eq!(r.status, 200, "held until the app listened, not 404/503: {r:?}");
@@ -168,4 +170,34 @@ fn wraps_started_together_take_different_instances() {
     let both = format!("{ea}{eb}");
     assert!(both.contains("twin (same) →") && both.contains("twin (same-2) →"), "{both}");
     assert!(!both.contains("Address already in use"), "{both}");
+}
+
+#[test]
+fn the_wrapper_never_connects_to_a_socket_the_shim_has_not_announced_yet() {
+    // A listener between listen() and its sidecar still has the shim's claim;
+    // a wrapper probe then would be a connection nobody made. A bare socket
+    // (no claim: the app bound $AGENTFS_SOCKET itself) is probed, as before.
+    let count = |claimed: bool| {
+        let env = Env::new("noprobe");
+        let dir = TempDir::new("noprobe");
+        let script = "import json, os, socket, sys, time\n\
+            run = os.environ['AGENTFS_HOME'] + '/run'\n\
+            stem = 'w.main.9999'\n\
+            if sys.argv[1] == 'claimed':\n    open(f'{run}/.{stem}.claim', 'w').write(str(os.getpid()))\n\
+            s = socket.socket(socket.AF_UNIX)\n\
+            s.bind(f'{run}/{stem}.sock')\n\
+            s.listen()\n\
+            n, deadline = 0, time.time() + 1.5\n\
+            while time.time() < deadline:\n    s.settimeout(max(0.01, deadline - time.time()))\n    try:\n        s.accept()[0].close()\n        n += 1\n    except socket.timeout:\n        pass\n\
+            print(json.dumps({'connections': n}), flush=True)\n";
+        let arg = if claimed { "claimed" } else { "bare" };
+        let args = ["--no-router", "--name", "w", "--instance", "main", "--", "python3", "-c", script, arg];
+        let mut app = wrap_in(&env, dir.path(), &args);
+        assert!(app.wait(START).success(), "{}", app.output());
+        let line = app.stdout().lines().rev().find(|l| l.starts_with('{')).map(str::to_owned);
+        let v: Value = serde_json::from_str(&line.unwrap_or_else(|| panic!("{}", app.output()))).unwrap();
+        v["connections"].as_u64().unwrap()
+    };
+    assert_eq!(count(true), 0, "no probe while the claim is there");
+    assert!(count(false) >= 1, "a bare socket is probed");
 }

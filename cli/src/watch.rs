@@ -44,7 +44,7 @@ fn new_ports(home: &Home, me: &Instance, seen: &mut BTreeSet<u16>) -> Vec<u16> {
     let Ok(snap) = scan::scan_instance(&home.run_dir(), &me.app, &me.instance) else { return Vec::new() };
     let listening = |l: &&Listener| match &l.sidecar {
         Some(s) => s.wrapper_pid == Some(me.wrapper_pid),
-        None => !seen.contains(&l.port()) && accepts(&l.target),
+        None => !seen.contains(&l.port()) && !shim_is_announcing(home, &l.stem) && accepts(&l.target),
     };
     let mut ours: Vec<_> = snap.listeners.iter().filter(listening).map(|l| (l.started_at_ms, l.port())).collect();
     ours.sort();
@@ -92,6 +92,16 @@ fn also_on_original_port(home: &Home, me: &Instance, port: u16) -> String {
             None => thread::sleep(FIRST_POLL),
         }
     }
+}
+
+/// A socket the shim bound and has not announced yet: its claim
+/// (`.<stem>.claim`, held from before the bind until after the sidecar is
+/// written) or, by now, its sidecar is there. Probing it between listen()
+/// and the sidecar would hand the app a connection nobody made (a test
+/// server expecting one client fails on it).
+fn shim_is_announcing(home: &Home, stem: &str) -> bool {
+    let run = home.run_dir();
+    run.join(format!(".{stem}.claim")).exists() || scan::sidecar_path(&run, stem).exists()
 }
 
 fn accepts(target: &Target) -> bool {

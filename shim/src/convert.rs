@@ -73,6 +73,10 @@ pub fn bind(fd: c_int, addr: SocketAddr) -> Outcome {
         Some(own) if own.is_ipv6() == addr.is_ipv6() && own.port() == 0 => {}
         _ => return Outcome::Pass(Pass::NotOurs),
     }
+    if crate::tcpheld::held_here(fd, addr) || crate::tcpheld::held_by_client(fd, addr) {
+        decision!(fd, "bind {addr}: refused with EADDRINUSE: this process holds the port on TCP");
+        return Outcome::Done(errno::fail(libc::EADDRINUSE));
+    }
     match place(fd, id, addr) {
         Ok(path) => {
             decision!(fd, "bind {addr}: converted to {}", path.display());

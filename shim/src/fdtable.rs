@@ -43,6 +43,11 @@ pub struct FdState {
     /// 1-based slot in `listeners` when this process owns the socket file.
     pub listener: u16,
     pub options: Options,
+    /// A connection whose peer had left when the app wrote: TCP would have
+    /// been reset by now (`peerreset`).
+    pub reset: bool,
+    /// The app shut down its writing (a write is EPIPE on TCP too).
+    pub shut_wr: bool,
 }
 
 const CHUNK: usize = 256;
@@ -117,6 +122,11 @@ pub fn set(fd: c_int, state: FdState) -> Option<FdState> {
     }
     let (c, i) = split(fd)?;
     chunk_or_map(c)?.entries[i].with(|s| std::mem::replace(s, state)).into_tracked()
+}
+
+/// What `fd` is, without copying its state (for hooks on every write).
+pub fn kind(fd: c_int) -> Kind {
+    entry(fd).map_or(Kind::Free, |e| e.with(|s| s.kind))
 }
 
 /// Stops tracking `fd`, returning what was known (nothing outside the owning

@@ -14,11 +14,11 @@ thread_local! {
     static BUSY: Cell<bool> = const { Cell::new(false) };
 }
 
-/// What a hook's implementation decided.
+/// What a hook's implementation decided (`R`: the C function's return type).
 #[derive(Debug)]
-pub enum Outcome {
+pub enum Outcome<R = c_int> {
     /// The call is answered with this value; errno is already set.
-    Done(c_int),
+    Done(R),
     /// The call goes to libc unchanged.
     Pass(Pass),
 }
@@ -63,12 +63,26 @@ impl Pass {
     }
 }
 
+/// A C return type whose failure value is -1.
+pub trait CRet: Copy {
+    const FAILED: Self;
+}
+
+impl CRet for c_int {
+    const FAILED: c_int = -1;
+}
+
+impl CRet for libc::ssize_t {
+    const FAILED: libc::ssize_t = -1;
+}
+
 /// Runs a hook: `imp` decides unless this thread is already inside the shim
 /// or `imp` panics, in which case (and on `Pass`) `pass` makes the original
 /// call. A missing original (symbol absent from this libc) is ENOSYS.
-pub fn hook<F: Copy>(real: Option<F>, imp: impl FnOnce(F) -> Outcome, pass: impl FnOnce(F) -> c_int) -> c_int {
+pub fn hook<F: Copy, R: CRet>(real: Option<F>, imp: impl FnOnce(F) -> Outcome<R>, pass: impl FnOnce(F) -> R) -> R {
     let Some(real) = real else {
-        return crate::errno::fail(libc::ENOSYS);
+        crate::errno::set(libc::ENOSYS);
+        return R::FAILED;
     };
     match enter(|| imp(real)) {
         Some(Outcome::Done(ret)) => ret,

@@ -10,9 +10,15 @@
 //! - [`macros`] — `hooks!`: one declaration per hook, Linux export or macOS interpose.
 //! - [`guard`] — re-entrancy guard, panic catcher, `Outcome`/`Pass`.
 //! - [`hooks`] — the exported hooks: `socket` (socket, bind, listen, connect,
-//!   accept, names), `sockopt`, `fd` (close, dup), `fcntl` (with `src/c/fcntl.c`), `exec`.
+//!   accept, names), `sockopt`, `msg` (addresses on sends and receives), `write` (writes after the peer left, shutdown), `fd` (close, dup), `fcntl` (with `src/c/fcntl.c`), `exec`.
 //! - [`convert`] — bind → Unix socket: names, conflicts, stale files.
-//! - [`redirect`] — connect to loopback:<port> → the instance's own socket.
+//! - [`redirect`] — connect to loopback:<port> → the instance's own socket;
+//!   [`targets`] — which one (TCP's family and address rules);
+//!   [`unconvert`] — clients that bound before connect; [`clientport`] — the
+//!   client port both ends report.
+//! - [`peerreset`] — a write after the peer closed succeeds once, as on TCP.
+//! - [`tcpinfo`] — TCP_INFO with the converted socket's real state.
+//! - [`tcpheld`] — ports this process holds on real TCP (EADDRINUSE, not a conversion).
 //! - [`swap`] — replacing a TCP socket with a Unix one under the same fd.
 //! - [`announce`] — the sidecar, after listen.
 //! - [`spawn`] — exec/posix_spawn plans that keep the shim alive (`hooks::exec`).
@@ -22,6 +28,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod announce;
+pub mod clientport;
 pub mod config;
 pub mod convert;
 pub mod errno;
@@ -33,6 +40,8 @@ pub mod lock;
 pub mod log;
 pub mod macros;
 pub mod options;
+#[cfg(target_os = "linux")]
+pub mod peerreset;
 pub mod process;
 pub mod recognize;
 pub mod redirect;
@@ -41,6 +50,11 @@ pub mod sockfile;
 pub mod spawn;
 pub mod swap;
 pub mod sys;
+pub mod targets;
+pub mod tcpheld;
+#[cfg(target_os = "linux")]
+pub mod tcpinfo;
+pub mod unconvert;
 
 /// Runs when the library is loaded, before the program's `main`: reads the
 /// environment and resolves every original function while the process is

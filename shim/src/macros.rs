@@ -56,14 +56,15 @@ pub struct Interpose {
 unsafe impl Sync for Interpose {}
 
 /// Declares hooks. Syntax, one per hook:
-/// `fn name(arg: Ty, ...) => implementation, like libc::name [, symbol "name$NOCANCEL"];`
-/// The implementation is `unsafe fn(real: Fn, args...) -> guard::Outcome`.
+/// `fn name(arg: Ty, ...) [-> Ret] => implementation, like libc::name [, symbol "name$NOCANCEL"];`
+/// The implementation is `unsafe fn(real: Fn, args...) -> guard::Outcome<Ret>`;
+/// `Ret` is `c_int` unless given.
 /// `like` names the libc function whose signature the hook must match;
 /// `symbol` hooks a symbol whose name is not a Rust identifier (macOS only).
 macro_rules! hooks {
     ($(
         $(#[$meta:meta])*
-        fn $name:ident($($arg:ident: $ty:ty),* $(,)?) => $imp:path, like $check:path $(, symbol $sym:literal)?;
+        fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? => $imp:path, like $check:path $(, symbol $sym:literal)?;
     )*) => {
         $(
             $(#[$meta])*
@@ -72,8 +73,10 @@ macro_rules! hooks {
                 #[allow(unused_imports)]
                 use super::*;
 
+                /// The C return type of the hooked function.
+                pub type Ret = $crate::macros::ret_or_int!($($ret)?);
                 /// The C signature of the hooked function.
-                pub type Fn = unsafe extern "C" fn($($ty),*) -> ::libc::c_int;
+                pub type Fn = unsafe extern "C" fn($($ty),*) -> Ret;
                 // The hook must have exactly libc's signature.
                 const _: Fn = $check;
 
@@ -90,7 +93,7 @@ macro_rules! hooks {
                 /// The caller meets the C contract of the function it replaces.
                 #[cfg(not(target_vendor = "apple"))]
                 #[cfg_attr(not(test), unsafe(no_mangle))]
-                pub unsafe extern "C" fn $name($($arg: $ty),*) -> ::libc::c_int {
+                pub unsafe extern "C" fn $name($($arg: $ty),*) -> Ret {
                     $crate::guard::hook(
                         original(),
                         // SAFETY: the caller's arguments meet the contract of the C function,
@@ -102,7 +105,7 @@ macro_rules! hooks {
                 }
 
                 #[cfg(target_vendor = "apple")]
-                unsafe extern "C" fn hook($($arg: $ty),*) -> ::libc::c_int {
+                unsafe extern "C" fn hook($($arg: $ty),*) -> Ret {
                     $crate::guard::hook(
                         original(),
                         // SAFETY: as above, the caller's arguments meet the C contract.
@@ -129,6 +132,17 @@ macro_rules! hooks {
     };
 }
 pub(crate) use hooks;
+
+/// The return type given to `hooks!`, `c_int` when none is.
+macro_rules! ret_or_int {
+    () => {
+        ::libc::c_int
+    };
+    ($ret:ty) => {
+        $ret
+    };
+}
+pub(crate) use ret_or_int;
 
 /// `original()` (and, on macOS, `replacee()`) of one hook.
 macro_rules! hook_original {
@@ -164,7 +178,7 @@ macro_rules! hook_original {
     ($name:ident, $check:path, $sym:literal; $($arg:ident: $ty:ty),*) => {
         unsafe extern "C" {
             #[link_name = $sym]
-            fn symbol($($arg: $ty),*) -> ::libc::c_int;
+            fn symbol($($arg: $ty),*) -> Ret;
         }
 
         /// The symbol named `$sym` in libc.

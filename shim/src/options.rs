@@ -45,6 +45,11 @@ impl Options {
     pub fn get(&self, level: c_int, name: c_int) -> Option<&[u8]> {
         self.slots.iter().find(|s| s.len != 0 && s.level == level && s.name == name).map(|s| &s.value[..s.len as usize])
     }
+
+    /// Every stored `(level, name, value)`.
+    pub fn iter(&self) -> impl Iterator<Item = (c_int, c_int, &[u8])> {
+        self.slots.iter().filter(|s| s.len != 0).map(|s| (s.level, s.name, &s.value[..s.len as usize]))
+    }
 }
 
 /// Levels whose options are answered from the store on converted sockets.

@@ -15,10 +15,10 @@ use agentfs_registry::record::{self, Sidecar};
 use agentfs_registry::runfile::RunFile;
 use agentfs_registry::scan;
 
-use crate::config;
 use crate::fdtable::{FdState, Kind};
 use crate::sockaddr::Addr;
 use crate::sys;
+use crate::{clientport, config};
 
 /// The port reported for the far end of a converted connection: stable for
 /// the socket (derived from its inode, so every process that holds it agrees)
@@ -41,7 +41,7 @@ pub fn recognize(fd: c_int) -> Option<FdState> {
         if sys::is_listening(fd) {
             return Some(FdState { kind: Kind::Listener, local, ..FdState::default() });
         }
-        let peer = Addr::loopback(family, ino());
+        let peer = Addr::loopback(family, clientport::of_peer(fd).unwrap_or_else(ino));
         return Some(FdState {
             kind: Kind::Conn,
             local: Addr::loopback(family, local.port),
@@ -53,7 +53,8 @@ pub fn recognize(fd: c_int) -> Option<FdState> {
     let server = bound_addr(&run_dir, stem_in_run(theirs.unix_path()?, &run_dir)?)?;
     let family = server.family();
     let peer = Addr::loopback(family, server.port);
-    Some(FdState { kind: Kind::Client, local: Addr::loopback(family, ino()), peer, ..FdState::default() })
+    let local = Addr::loopback(family, clientport::from_name(&own).unwrap_or_else(ino));
+    Some(FdState { kind: Kind::Client, local, peer, ..FdState::default() })
 }
 
 /// The stem of a socket file in `run_dir`, from the kernel's name for it

@@ -1,45 +1,83 @@
 //! connect() from inside an instance to loopback:<port> goes to that
-//! instance's own converted listener on <port>: a front end calling its back
-//! end on 127.0.0.1:8080 keeps working, and two forks never reach each
-//! other's back end. Connects with no such listener are left alone.
+//! instance's own converted listener on <port> (`targets` picks which, by
+//! TCP's family and address rules): a front end calling its back end on
+//! 127.0.0.1:8080 keeps working, and two forks never reach each other's back
+//! end. Connects with no such listener are left alone.
+//!
+//! The client may have bound first (a source port, `bindresvport`, a retry
+//! after a refused connect): a socket with a kernel port that is not
+//! connected is redirected too and keeps reporting its port; one the shim
+//! converted at bind (a loopback address with a port) is redirected, or made
+//! a TCP socket bound to that address again when nothing of the instance
+//! listens there (`unconvert`).
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use libc::c_int;
 
-use agentfs_registry::runfile::RunFile;
-use agentfs_registry::{SocketName, scan, sunpath::SockPath};
+use agentfs_registry::sunpath::SockPath;
 
 use crate::config::{self, Identity};
 use crate::fdtable::{self, FdState, Kind};
 use crate::guard::{Outcome, Pass};
 use crate::log::decision;
+use crate::options::Options;
 use crate::sockaddr::{self, Addr};
-use crate::{listeners, recognize, swap, sys};
+use crate::{clientport, errno, listeners, recognize, swap, sys, targets, unconvert};
 
 /// connect() of `fd` to `addr`.
 pub fn connect(fd: c_int, addr: SocketAddr) -> Outcome {
     let Some(id) = config::identity() else { return Outcome::Pass(Pass::NoApp) };
-    if addr.port() == 0 || !sockaddr::is_loopback(addr.ip()) {
+    let Some(dest) = targets::local_destination(addr).filter(|_| addr.port() != 0) else {
         return Outcome::Pass(Pass::NotLoopback);
+    };
+    if let Some(st) = fdtable::get(fd) {
+        return tracked(fd, id, addr, dest, st);
     }
-    let Some(path) = target(id, addr.port()) else {
+    let Some(path) = targets::find(id, dest) else {
         decision!(fd, "connect {addr}: passed through ({})", Pass::NoListener.describe());
         return Outcome::Pass(Pass::NoListener);
     };
     if sys::socket_type(fd) != Some(libc::SOCK_STREAM) {
         return Outcome::Pass(Pass::NotStream);
     }
-    match sys::sock_name(fd).and_then(|n| n.inet()) {
-        Some(own) if own.is_ipv6() == addr.is_ipv6() && own.port() == 0 => {}
-        _ => return Outcome::Pass(Pass::NotOurs),
+    let Some(bound) = unconvert::unconnected_inet(fd, addr.is_ipv6()) else { return Outcome::Pass(Pass::NotOurs) };
+    let bound = (bound.port() != 0).then_some(bound);
+    if taken(bound, dest) {
+        return Outcome::Done(errno::fail(libc::EADDRNOTAVAIL));
     }
-    match redirect(fd, addr, &path) {
-        Ok(()) => {
+    finish(fd, addr, redirect(fd, dest, &path, bound, None))
+}
+
+/// connect() of a socket the shim already tracks: one converted at bind
+/// (not listening) becomes a client; connected ones answer as TCP would.
+fn tracked(fd: c_int, id: &Identity, addr: SocketAddr, dest: SocketAddr, st: FdState) -> Outcome {
+    if st.kind != Kind::Listener || sys::is_listening(fd) {
+        return Outcome::Done(errno::fail(libc::EISCONN));
+    }
+    let bound = st.local.to_std();
+    match targets::find(id, dest) {
+        Some(_) if taken(Some(bound), dest) => Outcome::Done(errno::fail(libc::EADDRNOTAVAIL)),
+        Some(path) => finish(fd, addr, redirect(fd, dest, &path, Some(bound), Some(st.options))),
+        None => match unconvert::back_to_tcp(fd, st) {
+            Ok(()) => {
+                decision!(fd, "connect {addr}: bound {bound} made TCP again (no listener of this instance there)");
+                Outcome::Pass(Pass::NoListener)
+            }
+            Err(e) => {
+                decision!(fd, "connect {addr}: cannot bind {bound} on TCP again: errno {e}");
+                Outcome::Done(errno::fail(e))
+            }
+        },
+    }
+}
+
+fn finish(fd: c_int, addr: SocketAddr, done: Result<PathBuf, String>) -> Outcome {
+    match done {
+        Ok(path) => {
             decision!(fd, "connect {addr}: redirected to {}", path.display());
             Outcome::Done(0)
         }
@@ -50,16 +88,56 @@ pub fn connect(fd: c_int, addr: SocketAddr) -> Outcome {
     }
 }
 
-fn redirect(fd: c_int, addr: SocketAddr, path: &Path) -> Result<(), String> {
-    let rep = swap::prepare(fd, addr.is_ipv6()).map_err(str::to_owned)?;
+/// Connects a Unix replacement of `fd` to `path` and puts it in place.
+/// `bound`: the address the client bound (its port is kept); `carried`: the
+/// options already stored for `fd`.
+fn redirect(
+    fd: c_int,
+    dest: SocketAddr,
+    path: &Path,
+    bound: Option<SocketAddr>,
+    carried: Option<Options>,
+) -> Result<PathBuf, String> {
+    let rep = swap::prepare(fd, dest.is_ipv6()).map_err(str::to_owned)?;
+    let port = match bound {
+        Some(b) if b.port() != 0 => b.port(),
+        _ => sys::inode(rep.new.raw()).map_or(0, recognize::port_for_inode),
+    };
+    clientport::bind(rep.new.raw(), port);
     connect_unix(rep.new.raw(), path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let family = Addr::from_std(addr).family();
-    let local = Addr::loopback(family, sys::inode(rep.new.raw()).map_or(0, recognize::port_for_inode));
-    let options = rep.options;
+    let local = Addr::from_std(SocketAddr::new(source_ip(bound.map(|b| b.ip()), dest), port));
+    let mut options = carried.unwrap_or(rep.options);
+    if options.get(libc::SOL_SOCKET, libc::SO_SNDBUF).is_some() {
+        sys::tcp_like_send_buffer(rep.new.raw());
+        if let Ok(v) = sys::getsockopt_int(rep.new.raw(), libc::SOL_SOCKET, libc::SO_SNDBUF) {
+            options.set(libc::SOL_SOCKET, libc::SO_SNDBUF, &v.to_ne_bytes());
+        }
+    }
     rep.commit().map_err(|e| format!("cannot put the Unix socket in place: errno {e}"))?;
-    let state = FdState { kind: Kind::Client, local, peer: Addr::from_std(addr), options, listener: 0 };
+    let state = FdState { kind: Kind::Client, local, peer: Addr::from_std(dest), options, ..FdState::default() };
     listeners::release_state(fdtable::set(fd, state));
-    Ok(())
+    Ok(path.to_owned())
+}
+
+/// Whether a client of this process already connects from the port bound
+/// to `dest` (TCP: EADDRNOTAVAIL, the four-tuple is in use).
+fn taken(bound: Option<SocketAddr>, dest: SocketAddr) -> bool {
+    let Some(b) = bound.filter(|b| b.port() != 0) else { return false };
+    let local = Addr::from_std(SocketAddr::new(source_ip(Some(b.ip()), dest), b.port()));
+    crate::tcpheld::connection_exists(local, Addr::from_std(dest))
+}
+
+/// The local address TCP would report: the one bound, or loopback in the
+/// destination's spelling when none (or the wildcard) was.
+fn source_ip(bound: Option<IpAddr>, dest: SocketAddr) -> IpAddr {
+    if let Some(ip) = bound.filter(|ip| !ip.is_unspecified()) {
+        return ip;
+    }
+    match dest.ip() {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => IpAddr::V6(Ipv4Addr::LOCALHOST.to_ipv6_mapped()),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+    }
 }
 
 /// How long a redirected connect may wait for room in a full backlog.
@@ -102,24 +180,4 @@ fn bounded_wait(fd: c_int, attempt: impl Fn() -> io::Result<()>) -> io::Result<(
     let _ = sys::setsockopt_bytes(fd, libc::SOL_SOCKET, libc::SO_SNDTIMEO, &saved[..n]);
     sys::fcntl_set(fd, libc::F_SETFL, flags).map_err(os)?;
     r
-}
-
-/// The instance's socket for `port`: the canonical one, else a replica.
-fn target(id: &Identity, port: u16) -> Option<PathBuf> {
-    let canonical = SocketName::new(id.app.clone(), id.instance.clone(), port);
-    let path = scan::socket_path(&id.run_dir, &canonical.stem_in(&id.run_dir));
-    if is_socket(&path) {
-        return Some(path);
-    }
-    let entries = std::fs::read_dir(&id.run_dir).ok()?;
-    entries.flatten().map(|e| e.path()).find(|p| {
-        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        matches!(RunFile::classify(name), RunFile::Socket(n)
-            if n.app == id.app && n.instance == id.instance && n.port == port)
-            && is_socket(p)
-    })
-}
-
-fn is_socket(path: &Path) -> bool {
-    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
 }

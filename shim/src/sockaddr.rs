@@ -200,8 +200,8 @@ impl Name {
         ((&raw mut self.storage).cast(), &raw mut self.len)
     }
 
-    /// The path of a named `AF_UNIX` socket (without the NUL), if it is one.
-    pub fn unix_path(&self) -> Option<&[u8]> {
+    /// The bytes of `sun_path` the kernel reported, for an `AF_UNIX` name.
+    fn sun_path(&self) -> Option<&[u8]> {
         if self.family() != libc::AF_UNIX {
             return None;
         }
@@ -210,9 +210,20 @@ impl Name {
         let offset = std::mem::offset_of!(sockaddr_un, sun_path);
         let n = (self.len as usize).saturating_sub(offset).min(un.sun_path.len());
         // SAFETY: c_char and u8 have the same size and layout.
-        let bytes = unsafe { std::slice::from_raw_parts(un.sun_path.as_ptr().cast::<u8>(), n) };
+        Some(unsafe { std::slice::from_raw_parts(un.sun_path.as_ptr().cast::<u8>(), n) })
+    }
+
+    /// The path of a named `AF_UNIX` socket (without the NUL), if it is one.
+    pub fn unix_path(&self) -> Option<&[u8]> {
+        let bytes = self.sun_path()?;
         let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
         (end > 0).then(|| &bytes[..end])
+    }
+
+    /// The name of an abstract `AF_UNIX` socket (after its leading NUL).
+    pub fn abstract_name(&self) -> Option<&[u8]> {
+        let (first, rest) = self.sun_path()?.split_first()?;
+        (*first == 0 && !rest.is_empty()).then_some(rest)
     }
 
     pub fn inet(&self) -> Option<SocketAddr> {

@@ -22,9 +22,15 @@ pub struct Replacement {
     pub reuseport: bool,
 }
 
-/// Builds the replacement for `fd` (whose original family is v6 or not).
+/// Builds the Unix replacement for `fd` (whose original family is v6 or not).
 pub fn prepare(fd: c_int, v6: bool) -> Result<Replacement, &'static str> {
-    let new = sys::socket(libc::AF_UNIX, libc::SOCK_STREAM).map_err(|_| "cannot create a Unix socket")?;
+    prepare_in(fd, libc::AF_UNIX, v6)
+}
+
+/// Builds a replacement of `domain` for `fd`: a Unix socket, or a TCP socket
+/// again for a converted socket that turns out to be a client (`unconvert`).
+pub fn prepare_in(fd: c_int, domain: c_int, v6: bool) -> Result<Replacement, &'static str> {
+    let new = sys::socket(domain, libc::SOCK_STREAM).map_err(|_| "cannot create the replacement socket")?;
     let cloexec = sys::fcntl_get(fd, libc::F_GETFD).map_err(|_| "F_GETFD failed")? & libc::FD_CLOEXEC != 0;
     copy_owner(fd, new.raw());
     let status = sys::fcntl_get(fd, libc::F_GETFL).map_err(|_| "F_GETFL failed")?;
@@ -32,9 +38,14 @@ pub fn prepare(fd: c_int, v6: bool) -> Result<Replacement, &'static str> {
     if carried_flags != 0 {
         sys::fcntl_set(new.raw(), libc::F_SETFL, carried_flags).map_err(|_| "F_SETFL failed")?;
     }
-    replay_socket_options(fd, new.raw());
-    let mut rep =
-        Replacement { new, target: fd, cloexec, options: Options::default(), v6only: false, reuseport: false };
+    let from_domain = match (domain, v6) {
+        (libc::AF_UNIX, true) => libc::AF_INET6,
+        (libc::AF_UNIX, false) => libc::AF_INET,
+        _ => libc::AF_UNIX,
+    };
+    let mut options = Options::default();
+    replay_socket_options(fd, from_domain, new.raw(), &mut options);
+    let mut rep = Replacement { new, target: fd, cloexec, options, v6only: false, reuseport: false };
     carry_options(fd, v6, &mut rep);
     Ok(rep)
 }
@@ -79,8 +90,13 @@ fn copy_owner(from: c_int, to: c_int) {
     }
 }
 
-/// Copies SOL_SOCKET options whose values differ on the new socket.
-fn replay_socket_options(from: c_int, to: c_int) {
+/// Copies SOL_SOCKET options whose values differ on the new socket. Buffer
+/// sizes the app never set (the defaults of `from_domain`) are not copied: a
+/// TCP socket's reads 16 KiB but grows by itself, and pinning a Unix socket
+/// to it would make writes block far sooner than on TCP; the TCP value is
+/// kept in `store` to be read back instead.
+fn replay_socket_options(from: c_int, from_domain: c_int, to: c_int, store: &mut Options) {
+    let fresh = sys::socket(from_domain, libc::SOCK_STREAM).ok();
     for &name in options::REPLAYED {
         let (Ok(want), Ok(have)) =
             (sys::getsockopt_int(from, libc::SOL_SOCKET, name), sys::getsockopt_int(to, libc::SOL_SOCKET, name))
@@ -90,8 +106,16 @@ fn replay_socket_options(from: c_int, to: c_int) {
         if want == have {
             continue;
         }
+        let buffer = name == libc::SO_RCVBUF || name == libc::SO_SNDBUF;
+        let default = fresh.as_ref().and_then(|f| sys::getsockopt_int(f.raw(), libc::SOL_SOCKET, name).ok());
+        if buffer && default == Some(want) {
+            if from_domain != libc::AF_UNIX {
+                store.set(libc::SOL_SOCKET, name, &want.to_ne_bytes());
+            }
+            continue;
+        }
         // Linux doubles buffer sizes on set and reports the doubled value.
-        let doubled = cfg!(target_os = "linux") && (name == libc::SO_RCVBUF || name == libc::SO_SNDBUF);
+        let doubled = cfg!(target_os = "linux") && buffer;
         let value = if doubled { want / 2 } else { want };
         let _ = sys::setsockopt_int(to, libc::SOL_SOCKET, name, value);
     }

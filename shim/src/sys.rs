@@ -119,6 +119,38 @@ pub fn is_listening(fd: c_int) -> bool {
     getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN).is_ok_and(|v| v != 0)
 }
 
+/// Whether the other end of a connected socket has closed or shut down its
+/// writing (the kernel says POLLRDHUP; POLLHUP where that does not exist).
+pub fn peer_closed(fd: c_int) -> bool {
+    #[cfg(target_os = "linux")]
+    let hangup = libc::POLLRDHUP;
+    #[cfg(not(target_os = "linux"))]
+    let hangup = libc::POLLHUP;
+    let mut p = libc::pollfd { fd, events: hangup, revents: 0 };
+    // SAFETY: one valid pollfd, no waiting.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n == 1 && p.revents & hangup != 0
+}
+
+/// Gives a converted connection the send buffer a loopback TCP connection
+/// grows to (`tcp_wmem`'s maximum; TCP tunes its buffer itself, a Unix
+/// socket keeps its 208 KiB default, and writes would block far sooner than
+/// on TCP). Only for sockets whose buffer the app never set.
+pub fn tcp_like_send_buffer(fd: c_int) {
+    use std::sync::atomic::{AtomicI32, Ordering};
+    static MAX: AtomicI32 = AtomicI32::new(-1);
+    let mut max = MAX.load(Ordering::Relaxed);
+    if max < 0 {
+        let text = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem").unwrap_or_default();
+        max = text.split_whitespace().nth(2).and_then(|v| v.parse().ok()).unwrap_or(0);
+        MAX.store(max, Ordering::Relaxed);
+    }
+    if max > 0 {
+        // The kernel doubles the value set (and caps it at wmem_max first).
+        let _ = errno::preserve(|| setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, max / 2));
+    }
+}
+
 /// The inode number of whatever `fd` is.
 pub fn inode(fd: c_int) -> Option<u64> {
     // SAFETY: an all-zero stat is a valid out-buffer.

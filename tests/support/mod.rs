@@ -245,6 +245,17 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// `n` consecutive TCP ports, all free (on IPv4 and IPv6) a moment ago.
+pub fn free_ports(n: u16) -> u16 {
+    let free = |p: u16| {
+        std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() && std::net::TcpListener::bind(("::", p)).is_ok()
+    };
+    wait_for(&format!("{n} consecutive free ports"), Duration::from_secs(10), || {
+        let base = free_port();
+        (base.checked_add(n).is_some() && (base..base + n).all(free)).then_some(base)
+    })
+}
+
 /// Compiles a C fixture with gcc into `dir`; returns the executable.
 pub fn compile_c(source: &str, dir: &Path, extra: &[&str]) -> PathBuf {
     let exe = dir.join(Path::new(source).file_stem().unwrap());

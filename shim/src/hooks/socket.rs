@@ -10,7 +10,7 @@ use crate::guard::{Outcome, Pass};
 use crate::macros::hooks;
 use crate::recognize::{self, port_for_inode};
 use crate::sockaddr::{Addr, Name, OutAddr, read_inet};
-use crate::{announce, convert, errno, listeners, redirect, sys};
+use crate::{announce, clientport, convert, errno, listeners, redirect, sys};
 
 hooks! {
     fn socket(domain: c_int, ty: c_int, protocol: c_int) => on_socket, like libc::socket;
@@ -127,8 +127,15 @@ fn accepted(fd: c_int, out: &OutAddr, call: impl FnOnce(*mut sockaddr, *mut sock
         return Outcome::Done(conn);
     };
     let family = listener.local.family();
-    let peer_port = if out.wanted() { sys::inode(conn).map_or(0, port_for_inode) } else { 0 };
+    let peer_port = match clientport::from_name(&name) {
+        Some(port) => port,
+        None if out.wanted() => sys::inode(conn).map_or(0, port_for_inode),
+        None => 0,
+    };
     let local = connection_local(listener.local);
+    if listener.options.get(libc::SOL_SOCKET, libc::SO_SNDBUF).is_some() {
+        sys::tcp_like_send_buffer(conn);
+    }
     let state = FdState { kind: Kind::Conn, local, peer: Addr::loopback(family, peer_port), ..FdState::default() };
     fdtable::set(conn, state);
     if out.wanted() {
@@ -174,6 +181,9 @@ unsafe fn on_getpeername(real: getpeername::Fn, fd: c_int, addr: *mut sockaddr, 
         return Outcome::Pass(Pass::NotOurs);
     }
     if let Some(st) = fdtable::get(fd).filter(|s| s.kind != Kind::Listener) {
+        if st.reset {
+            return Outcome::Done(errno::fail(libc::ENOTCONN));
+        }
         out.write(peer_of(fd, st));
         return Outcome::Done(0);
     }
@@ -197,7 +207,8 @@ fn peer_of(fd: c_int, st: FdState) -> Addr {
     if st.peer.port != 0 {
         return st.peer;
     }
-    let peer = Addr { port: errno::preserve(|| sys::inode(fd)).map_or(49152, port_for_inode), ..st.peer };
+    let port = errno::preserve(|| clientport::of_peer(fd).or_else(|| sys::inode(fd).map(port_for_inode)));
+    let peer = Addr { port: port.unwrap_or(49152), ..st.peer };
     fdtable::update(fd, |s| s.peer = peer);
     peer
 }

@@ -49,6 +49,7 @@ unsafe fn on_setsockopt(
     // SAFETY: the caller's own arguments.
     let r = unsafe { real(fd, level, name, value, len) };
     if r == 0 {
+        errno::preserve(|| refresh_stored(fd, level, name));
         return Outcome::Done(0);
     }
     let err = errno::get();
@@ -58,6 +59,20 @@ unsafe fn on_setsockopt(
     match state_or_recognize(fd) {
         Some(st) => store(fd, st, level, name, bytes),
         None => Outcome::Done(errno::fail(err)),
+    }
+}
+
+/// After the kernel took a SOL_SOCKET option: a value the store holds for
+/// it (a TCP default kept at the swap, see `swap`) becomes what the kernel
+/// now reads.
+fn refresh_stored(fd: c_int, level: c_int, name: c_int) {
+    if level != libc::SOL_SOCKET || fdtable::get(fd).is_none_or(|st| st.options.get(level, name).is_none()) {
+        return;
+    }
+    if let Ok(v) = sys::getsockopt_int(fd, level, name) {
+        fdtable::update(fd, |s| {
+            s.options.set(level, name, &v.to_ne_bytes());
+        });
     }
 }
 
@@ -139,7 +154,11 @@ fn is_domain_query(_level: c_int, _name: c_int, _value: Option<c_int>) -> bool {
 }
 
 /// The answer for a converted socket, or `None` to let the kernel answer.
-fn answer(_fd: c_int, st: FdState, level: c_int, name: c_int, out: &OptOut) -> Option<Outcome> {
+fn answer(fd: c_int, st: FdState, level: c_int, name: c_int, out: &OptOut) -> Option<Outcome> {
+    #[cfg(target_os = "linux")]
+    if (level, name) == (libc::IPPROTO_TCP, libc::TCP_INFO) {
+        return tcp_info(fd, st, out);
+    }
     #[cfg(target_os = "linux")]
     if level == libc::SOL_SOCKET && name == libc::SO_DOMAIN {
         let family = if st.local.v6 { libc::AF_INET6 } else { libc::AF_INET };
@@ -162,6 +181,23 @@ fn answer(_fd: c_int, st: FdState, level: c_int, name: c_int, out: &OptOut) -> O
         Ok(n) => out.write(&buf[..n]),
         Err(e) => Outcome::Done(errno::fail(e)),
     })
+}
+
+/// TCP_INFO with the state the converted socket has (`tcpinfo`).
+#[cfg(target_os = "linux")]
+fn tcp_info(fd: c_int, st: FdState, out: &OptOut) -> Option<Outcome> {
+    use crate::fdtable::Kind;
+    use crate::tcpinfo::{self, Role};
+    let role = match st.kind {
+        Kind::Listener if sys::is_listening(fd) => Role::Listening,
+        Kind::Listener | Kind::Free => Role::Unconnected,
+        Kind::Conn | Kind::Client if st.reset => Role::Unconnected,
+        Kind::Conn | Kind::Client => Role::Connected,
+    };
+    let mut buf = [0u8; 512];
+    let n = tcpinfo::fill(fd, role, st.local.v6, &mut buf)?;
+    let n = n.min(out.room());
+    Some(out.write(&buf[..n]))
 }
 
 /// getsockopt's `(value, len)` out-parameters.
