@@ -160,3 +160,65 @@ fn webpack_dev_servers_baked_in_port_reaches_its_instance() {
     assert!(text.starts_with("HTTP/1.1 101"), "{text}");
     assert!(text.to_ascii_lowercase().contains("x-agentfs-instance: br.wds"), "{text}");
 }
+
+/// `connect(127.0.0.1:<port>)` from a process of `instance` of app `app`: the errno name, or "ok".
+fn connect_from(env: &Env, instance: &str, port: u16, extra_env: &[(&str, &str)]) -> String {
+    let code = format!(
+        "import errno, socket\ns = socket.socket()\nr = s.connect_ex(('127.0.0.1', {port}))\nprint(errno.errorcode.get(r, 'ok'))"
+    );
+    let mut cmd = env.home.wrapped("app", instance, "python3");
+    cmd.env_remove("AGENTFS_DEBUG").args(["-c", &code]);
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn inside_an_instance_another_instances_port_is_refused() {
+    let env = Env::new("origin");
+    let dir = TempDir::new("origin");
+    let port = free_port();
+    let _a = node_on(&env, &dir, "a", port);
+    wait_for("the router to mirror the port", START, || answers(port));
+    assert_eq!(connect_from(&env, "a", port, &[]), "ok", "its own listener");
+    assert_eq!(connect_from(&env, "b", port, &[]), "ECONNREFUSED", "as if b ran alone");
+    assert_eq!(
+        connect_from(&env, "b", port, &[("AGENTFS_ORIGINAL_PORTS", "0")]),
+        "ok",
+        "the rule is off with the feature"
+    );
+    let free = free_port();
+    assert_eq!(connect_from(&env, "b", free, &[]), "ECONNREFUSED", "nothing there: the kernel's answer");
+}
+
+#[test]
+fn a_second_instances_redis_is_reached_only_from_inside_it() {
+    if Command::new("redis-server").arg("--version").output().is_err() {
+        return eprintln!("skipped: redis-server is not installed (.ci/run installs it)");
+    }
+    let env = Env::new("redis2");
+    let dir = TempDir::new("redis2");
+    let port = free_port().to_string();
+    let mut servers = Vec::new();
+    for inst in ["one", "two"] {
+        let args = ["--name", "cache", "--instance", inst, "--", "redis-server", "--port", &port, "--save", ""];
+        let p = wrap_in(&env, dir.path(), &args);
+        wait_stderr(&p, &format!("agentfs: cache ({inst}) →"), START);
+        servers.push(p);
+    }
+    let cli = |instance: Option<&str>, args: &[&str]| {
+        let mut c = match instance {
+            Some(i) => env.home.wrapped("cache", i, "redis-cli"),
+            None => Command::new("redis-cli"),
+        };
+        c.env_remove("AGENTFS_DEBUG").args(["-p", &port]).args(args);
+        String::from_utf8_lossy(&c.output().unwrap().stdout).trim().to_owned()
+    };
+    wait_for("redis-cli ping", START, || (cli(None, &["ping"]) == "PONG").then_some(()));
+    assert_eq!(cli(Some("two"), &["set", "who", "two"]), "OK");
+    assert_eq!(cli(None, &["set", "who", "one"]), "OK", "outside: the first instance's redis");
+    assert_eq!(cli(Some("two"), &["get", "who"]), "two", "inside two: its own redis");
+    assert_eq!(cli(Some("one"), &["get", "who"]), "one");
+}

@@ -39,6 +39,10 @@ pub struct Identity {
     pub skip: PortSet,
     pub wrapper_pid: Option<u32>,
     pub replica: bool,
+    /// The router answers the instances' ports on loopback (unless
+    /// `AGENTFS_ORIGINAL_PORTS=0`): another instance's port is then refused
+    /// here (see `elsewhere`).
+    pub original_ports: bool,
 }
 
 impl Identity {
@@ -116,7 +120,8 @@ fn parse_identity(
         PortSet::parse(&var(env::SKIP_PORTS).unwrap_or_default()).map_err(|e| format!("{}: {e}", env::SKIP_PORTS))?;
     let wrapper_pid = var(env::WRAPPER_PID).and_then(|p| p.parse().ok());
     let replica = var(env::REPLICA).as_deref() == Some("1");
-    Ok(Identity { run_dir: home.run_dir(), app, instance, home, ports, skip, wrapper_pid, replica })
+    let original_ports = var(env::ORIGINAL_PORTS).as_deref().map(str::trim) != Some("0");
+    Ok(Identity { run_dir: home.run_dir(), app, instance, home, ports, skip, wrapper_pid, replica, original_ports })
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@
 //!   [`targets`] — which one (TCP's family and address rules);
 //!   [`unconvert`] — clients that bound before connect; [`clientport`] — the
 //!   client port both ends report.
+//! - [`elsewhere`] — another instance's port, refused as if the instance ran alone.
 //! - [`peerreset`] — a write after the peer closed succeeds once, as on TCP.
 //! - [`tcpinfo`] — TCP_INFO with the converted socket's real state.
 //! - [`tcpheld`] — ports this process holds on real TCP (EADDRINUSE, not a conversion).
@@ -31,6 +32,7 @@ pub mod announce;
 pub mod clientport;
 pub mod config;
 pub mod convert;
+pub mod elsewhere;
 pub mod errno;
 pub mod fdtable;
 pub mod guard;

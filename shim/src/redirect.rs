@@ -26,7 +26,7 @@ use crate::guard::{Outcome, Pass};
 use crate::log::decision;
 use crate::options::Options;
 use crate::sockaddr::{self, Addr};
-use crate::{clientport, errno, listeners, recognize, swap, sys, targets, unconvert};
+use crate::{clientport, elsewhere, errno, listeners, recognize, swap, sys, targets, unconvert};
 
 /// connect() of `fd` to `addr`.
 pub fn connect(fd: c_int, addr: SocketAddr) -> Outcome {
@@ -38,6 +38,9 @@ pub fn connect(fd: c_int, addr: SocketAddr) -> Outcome {
         return tracked(fd, id, addr, dest, st);
     }
     let Some(path) = targets::find(id, dest) else {
+        if elsewhere::held_by_another_instance(id, dest.port()) {
+            return refused(fd, addr);
+        }
         decision!(fd, "connect {addr}: passed through ({})", Pass::NoListener.describe());
         return Outcome::Pass(Pass::NoListener);
     };
@@ -62,6 +65,7 @@ fn tracked(fd: c_int, id: &Identity, addr: SocketAddr, dest: SocketAddr, st: FdS
     match targets::find(id, dest) {
         Some(_) if taken(Some(bound), dest) => Outcome::Done(errno::fail(libc::EADDRNOTAVAIL)),
         Some(path) => finish(fd, addr, redirect(fd, dest, &path, Some(bound), Some(st.options))),
+        None if elsewhere::held_by_another_instance(id, dest.port()) => refused(fd, addr),
         None => match unconvert::back_to_tcp(fd, st) {
             Ok(()) => {
                 decision!(fd, "connect {addr}: bound {bound} made TCP again (no listener of this instance there)");
@@ -73,6 +77,12 @@ fn tracked(fd: c_int, id: &Identity, addr: SocketAddr, dest: SocketAddr, st: FdS
             }
         },
     }
+}
+
+/// Another instance's port: refused as if this instance ran alone (see `elsewhere`).
+fn refused(fd: c_int, addr: SocketAddr) -> Outcome {
+    decision!(fd, "connect {addr}: refused (another instance holds port {}, this one does not)", addr.port());
+    Outcome::Done(errno::fail(libc::ECONNREFUSED))
 }
 
 fn finish(fd: c_int, addr: SocketAddr, done: Result<PathBuf, String>) -> Outcome {
