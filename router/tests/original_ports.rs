@@ -80,14 +80,20 @@ async fn localhost_port_answers_the_first_holder_then_the_next_then_nobody() {
     r.stop().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_preconnected_socket_that_speaks_http_late_is_still_routed_by_host() {
-    let env = Env::new("origlate");
+/// Instances a (started first) and b of `app` on one free port, and a router that mirrors it.
+async fn two_instances(env: &Env) -> (u16, App, App, Router) {
     let p = free_port();
-    let _a = app::start(&env.home, Spec::new("app", "a", p, 1)).await;
+    let a = app::start(&env.home, Spec::new("app", "a", p, 1)).await;
     let b = app::start(&env.home, Spec::new("app", "b", p, 2)).await;
     let r = Router::start(env.config()).await;
     wait_for_tag(p, &format!("b.app.localhost:{p}"), &b.stem, Duration::from_secs(2)).await;
+    (p, a, b, r)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preconnected_socket_that_speaks_http_late_is_still_routed_by_host() {
+    let env = Env::new("origlate");
+    let (p, _a, b, r) = two_instances(&env).await;
     // A browser's speculative preconnect: silent past the sniffing wait, then a request.
     let mut s = TcpStream::connect(("127.0.0.1", p)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
@@ -101,11 +107,7 @@ async fn a_preconnected_socket_that_speaks_http_late_is_still_routed_by_host() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_on_the_original_port_reaches_the_named_instance() {
     let env = Env::new("origws");
-    let p = free_port();
-    let _a = app::start(&env.home, Spec::new("app", "a", p, 1)).await;
-    let b = app::start(&env.home, Spec::new("app", "b", p, 2)).await;
-    let r = Router::start(env.config()).await;
-    wait_for_tag(p, &format!("b.app.localhost:{p}"), &b.stem, Duration::from_secs(2)).await;
+    let (p, _a, b, r) = two_instances(&env).await;
     let mut s = TcpStream::connect(("127.0.0.1", p)).await.unwrap();
     let req =
         format!("GET /ws HTTP/1.1\r\nhost: b.app.localhost:{p}\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n");
