@@ -222,3 +222,30 @@ fn a_second_instances_redis_is_reached_only_from_inside_it() {
     assert_eq!(cli(Some("two"), &["get", "who"]), "two", "inside two: its own redis");
     assert_eq!(cli(Some("one"), &["get", "who"]), "one");
 }
+
+#[test]
+fn a_server_that_speaks_first_is_reached_through_its_port() {
+    let env = Env::new("greeter");
+    let dir = TempDir::new("greeter");
+    let port = free_port();
+    let code = [
+        "import socket".to_owned(),
+        "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)".to_owned(),
+        format!("s.bind(('127.0.0.1', {port})); s.listen()"),
+        "while True:".to_owned(),
+        "    c, _ = s.accept(); c.sendall(b'220 greeter ready\\r\\n'); c.recv(100); c.close()".to_owned(),
+    ]
+    .join("\n");
+    let p = wrap_in(&env, dir.path(), &["--name", "mail", "--instance", "main", "--", "python3", "-c", &code]);
+    wait_stderr(&p, "agentfs: mail (main) →", START);
+    let greeting = wait_for("the greeting through the router's port", START, || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        let mut buf = [0u8; 64];
+        let n = std::io::Read::read(&mut s, &mut buf).ok()?; // the client says nothing first
+        std::io::Write::write_all(&mut s, b"QUIT\r\n").ok()?;
+        (n > 0).then(|| String::from_utf8_lossy(&buf[..n]).into_owned())
+    });
+    assert_eq!(greeting, "220 greeter ready\r\n");
+    assert!(env.home.run_files().iter().any(|f| f.starts_with(&format!("mail.main.{port}."))), "converted");
+}
