@@ -15,21 +15,51 @@ const TCP_LISTEN: u8 = 0x0A;
 /// The tables are read up to this size (tens of thousands of sockets).
 const MAX_TABLE: u64 = 64 * 1024 * 1024;
 
-/// Whether a socket listens at `path`: `Some(false)` when the table has no
-/// listening socket bound to it, `None` when the table cannot be read.
-pub fn unix_listening(path: &Path) -> Option<bool> {
-    let table = read_table("/proc/net/unix")?;
-    Some(unix_listening_in(&table, path.as_os_str().as_encoded_bytes()))
+/// What the socket table says of the Unix socket bound at a path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnixState {
+    Listening,
+    /// Bound there, not listening (yet).
+    Bound,
+    /// No socket is bound under that name: its process closed it (was
+    /// killed), or the file was renamed after the bind (the table keeps the
+    /// name it was bound with).
+    Absent,
 }
 
-fn unix_listening_in(table: &str, path: &[u8]) -> bool {
-    table.lines().skip(1).any(|line| {
-        let mut cols = line.split_whitespace();
-        let flags = cols.nth(3).and_then(|f| u32::from_str_radix(f, 16).ok()).unwrap_or(0);
-        // Num RefCount Protocol Flags | Type St Inode Path
-        let bound = cols.nth(3);
-        flags & ACCEPTCON != 0 && bound.is_some_and(|p| p.as_bytes() == path)
-    })
+/// Linux's table of Unix sockets bound to a path, read once (a scan asks
+/// it about many sockets).
+#[derive(Debug, Default)]
+pub struct UnixTable {
+    bound: std::collections::HashMap<Vec<u8>, UnixState>,
+}
+
+impl UnixTable {
+    /// `None` when the table cannot be read (not Linux).
+    pub fn read() -> Option<UnixTable> {
+        Some(UnixTable::parse(&read_table("/proc/net/unix")?))
+    }
+
+    fn parse(table: &str) -> UnixTable {
+        let mut t = UnixTable::default();
+        for line in table.lines().skip(1) {
+            let mut cols = line.split_whitespace();
+            let flags = cols.nth(3).and_then(|f| u32::from_str_radix(f, 16).ok()).unwrap_or(0);
+            // Num RefCount Protocol Flags | Type St Inode Path
+            let Some(path) = cols.nth(3) else { continue };
+            let state = if flags & ACCEPTCON != 0 { UnixState::Listening } else { UnixState::Bound };
+            let e = t.bound.entry(path.as_bytes().to_vec()).or_insert(state);
+            if state == UnixState::Listening {
+                *e = state;
+            }
+        }
+        t
+    }
+
+    /// The state of the socket bound at `path`.
+    pub fn state(&self, path: &Path) -> UnixState {
+        self.bound.get(path.as_os_str().as_encoded_bytes()).copied().unwrap_or(UnixState::Absent)
+    }
 }
 
 /// The uid owning the TCP socket that listens for `addr` (on its address or
@@ -140,9 +170,10 @@ Num       RefCount Protocol Flags    Type St Inode Path
 
     #[test]
     fn unix_table() {
-        assert!(unix_listening_in(UNIX, b"/tmp/h/run/shop.main.80.sock"));
-        assert!(!unix_listening_in(UNIX, b"/tmp/h/run/shop.bound.80.sock"), "bound, not listening");
-        assert!(!unix_listening_in(UNIX, b"/tmp/h/run/gone.sock"));
+        let t = UnixTable::parse(UNIX);
+        assert_eq!(t.state(Path::new("/tmp/h/run/shop.main.80.sock")), UnixState::Listening);
+        assert_eq!(t.state(Path::new("/tmp/h/run/shop.bound.80.sock")), UnixState::Bound);
+        assert_eq!(t.state(Path::new("/tmp/h/run/gone.sock")), UnixState::Absent);
     }
 
     const TCP: &str = "\
@@ -186,8 +217,8 @@ Num       RefCount Protocol Flags    Type St Inode Path
         let dir = crate::testutil::TempDir::new("procnet");
         let p = dir.path().join("x.sock");
         let u = std::os::unix::net::UnixListener::bind(&p).unwrap();
-        assert_eq!(unix_listening(&p), Some(true));
+        assert_eq!(UnixTable::read().unwrap().state(&p), UnixState::Listening);
         drop(u);
-        assert_eq!(unix_listening(&p), Some(false), "the file stays, the listener is gone");
+        assert_eq!(UnixTable::read().unwrap().state(&p), UnixState::Absent, "the file stays, the listener is gone");
     }
 }

@@ -143,10 +143,12 @@ fn scan_and_sweep(home: &Home) -> std::io::Result<(Found, Problems)> {
     let snap = scan::scan(&run_dir)?;
     let mut problems: Problems = snap.problems.into_iter().map(|p| (p.path, p.why)).collect();
     let mut listeners = Vec::with_capacity(snap.listeners.len());
+    let bare = snap.listeners.iter().any(|l| l.sidecar.is_none());
+    let sockets = if bare { procnet::UnixTable::read() } else { None };
     for l in snap.listeners {
         if let Some(why) = foreign_tcp_listener(&l) {
             problems.push((scan::sidecar_path(&run_dir, &l.stem), why));
-        } else if l.maybe_alive() && !bare_and_gone(&l) {
+        } else if l.maybe_alive() && !bare_and_gone(&l, sockets.as_ref()) {
             listeners.push(l);
         } else if sweep {
             if let Err(e) = scan::remove_listener_files(&run_dir, &l) {
@@ -189,12 +191,33 @@ fn scan_and_sweep(home: &Home) -> std::io::Result<(Found, Problems)> {
 
 /// A socket without a sidecar (an app that bound `$AGENTFS_SOCKET` itself)
 /// whose listener is known to be gone: the file outlives a killed process,
-/// and no pid tells. Read from Linux's socket table, never by connecting;
-/// a socket younger than two seconds may be between bind and listen.
-fn bare_and_gone(l: &Listener) -> bool {
-    let Target::Unix(path) = &l.target else { return false };
+/// and no pid tells. Linux's socket table tells, without touching a live
+/// app, for a socket still bound under its name; one the table does not
+/// list under that name was either closed or renamed after its bind, and a
+/// non-blocking connect tells those apart (refused: gone). A socket younger
+/// than two seconds may be between bind and listen. (macOS: a request that
+/// finds it refusing sweeps it.)
+fn bare_and_gone(l: &Listener, sockets: Option<&procnet::UnixTable>) -> bool {
+    let (Target::Unix(path), Some(sockets)) = (&l.target, sockets) else { return false };
     let settled = agentfs_registry::liveness::now_ms().saturating_sub(l.started_at_ms) > 2_000;
-    l.sidecar.is_none() && settled && procnet::unix_listening(path) == Some(false)
+    if l.sidecar.is_some() || !settled {
+        return false;
+    }
+    match sockets.state(path) {
+        procnet::UnixState::Listening => false,
+        procnet::UnixState::Bound => true,
+        procnet::UnixState::Absent => refuses(path),
+    }
+}
+
+/// Whether a connect to the socket at `path` is refused (nothing listens),
+/// asked without blocking: a full queue is busy, not gone.
+fn refuses(path: &std::path::Path) -> bool {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let Ok(addr) = SocketAddrUnix::new(path) else { return false };
+    let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
+    let Ok(fd) = rustix::net::socket_with(AddressFamily::UNIX, SocketType::STREAM, flags, None) else { return false };
+    matches!(rustix::net::connect(&fd, &addr), Err(rustix::io::Errno::CONNREFUSED | rustix::io::Errno::NOENT))
 }
 
 /// Why a TCP route (the PORT fallback) must not be taken: the process that
