@@ -163,6 +163,37 @@ async fn the_socket_of_a_killed_app_that_bound_it_itself_is_swept() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_socket_renamed_into_run_after_its_bind_is_kept() {
+    let env = Env::new("renamed");
+    let elsewhere = env.dir.join("shop.moved.80.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&elsewhere).unwrap();
+    let old = std::time::SystemTime::now() - Duration::from_secs(60);
+    let _ = rustix::fs::utimensat(
+        rustix::fs::CWD,
+        &elsewhere,
+        &rustix::fs::Timestamps {
+            last_access: rustix::fs::Timespec { tv_sec: 0, tv_nsec: 0 },
+            last_modification: rustix::fs::Timespec {
+                tv_sec: old.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64,
+                tv_nsec: 0,
+            },
+        },
+        rustix::fs::AtFlags::empty(),
+    );
+    let moved = env.run_dir().join("shop.moved.80.sock");
+    std::fs::rename(&elsewhere, &moved).unwrap();
+    let r = Router::start(env.config()).await;
+    r.rescan().await;
+    r.rescan().await;
+    assert!(moved.exists(), "a live socket bound under another name is not swept");
+    let h = env.home.clone();
+    let routes = blocking(move || client::routes(&h).unwrap()).await;
+    assert_eq!(routes.apps.len(), 1, "{routes:?}");
+    drop(listener);
+    r.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replaced_run_dir_is_watched_again() {
     let env = Env::new("rewatch");
     let mut config = env.config();
