@@ -19,6 +19,7 @@ use agentfs_registry::runfile::wrapper_stem;
 use agentfs_registry::{Home, Label, SocketName, env, liveness, reap, scan};
 
 use crate::args::WrapArgs;
+use crate::exits::ExitLog;
 use crate::program;
 use crate::signals::Forwarder;
 use crate::terminal::Terminal;
@@ -81,12 +82,11 @@ pub fn run(args: WrapArgs) -> Result<ExitCode> {
         Ok(c) => c,
         Err(e) => return Ok(spawn_failed(program, &e)),
     };
-    let tree = Tree::new(child.id(), terminal, grace, home.clone());
-    forwarder.to(tree.shared());
     record.pgid = Some(child.id());
-    if let Err(e) = record::write(&record_path, &record) {
-        eprintln!("agentfs: cannot record the process group in {}: {e}", record_path.display());
-    }
+    let cmd_line = record.cmd.clone();
+    let exits = ExitLog::new(record_path, record);
+    let tree = Tree::new(child.id(), terminal, grace, home.clone(), exits);
+    forwarder.to(tree.shared());
     match fallback_port {
         Some(port) => {
             let shown =
@@ -96,7 +96,7 @@ pub fn run(args: WrapArgs) -> Result<ExitCode> {
                  it gets PORT={port} and {} routes to 127.0.0.1:{port}",
                 me.url
             );
-            watch::register_tcp_fallback(home.clone(), me, child.id(), port, record.cmd.clone(), cwd);
+            watch::register_tcp_fallback(home.clone(), me, child.id(), port, cmd_line, cwd);
         }
         None => watch::announce_when_listening(home.clone(), me),
     }
@@ -132,6 +132,7 @@ fn claim_instance(
         started_at_ms: liveness::now_ms(),
         pgid: None,
         stop_timeout_secs: Some(grace.as_secs()),
+        exits: Vec::new(),
     };
     let path = home.run_dir().join(format!("{}.json", wrapper_stem(app, &instance, record.wrapper_pid)));
     record::write(&path, &record).with_context(|| format!("cannot write {}", path.display()))?;

@@ -154,6 +154,7 @@ mod tests {
             started_at_ms: 0,
             pgid,
             stop_timeout_secs: Some(1),
+            exits: Vec::new(),
         }
     }
 

@@ -141,6 +141,11 @@ pub struct WrapperRecord {
     /// tree waits between SIGTERM and SIGKILL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_timeout_secs: Option<u64>,
+    /// The last processes of the tree the wrapper reaped, newest last (see
+    /// [`crate::exit`]): how a listener that is gone ended, when the wrapper
+    /// was the one to reap it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exits: Vec<crate::exit::Exit>,
 }
 
 /// A record that cannot be read.

@@ -29,6 +29,8 @@ use crate::table::Table;
 struct Found {
     listeners: Vec<Listener>,
     wrappers: Vec<WrapperRecord>,
+    /// Pids whose listener files were removed because the pid is dead.
+    swept: Vec<u32>,
     statics: Option<StaticRoutes>,
     /// Why the home directory cannot be trusted now, if it cannot.
     unsafe_home: Option<String>,
@@ -101,7 +103,8 @@ async fn rescan(shared: &Arc<Shared>, memory: &mut Memory) {
     } else if let Some(s) = found.statics {
         memory.statics = s;
     }
-    let table = Table::build(found.listeners, found.wrappers, &memory.statics, &old, shared.port);
+    let mut table = Table::build(found.listeners, found.wrappers, &memory.statics, &old, shared.port);
+    table.follow_exits(&old, &found.swept);
     if !table.same_routes(&old) {
         drop(old);
         tracing::debug!("route table changed");
@@ -143,14 +146,16 @@ fn scan_and_sweep(home: &Home) -> std::io::Result<(Found, Problems)> {
     let snap = scan::scan(&run_dir)?;
     let mut problems: Problems = snap.problems.into_iter().map(|p| (p.path, p.why)).collect();
     let mut listeners = Vec::with_capacity(snap.listeners.len());
+    let mut swept = Vec::new();
     for l in snap.listeners {
         if let Some(why) = foreign_tcp_listener(&l) {
             problems.push((scan::sidecar_path(&run_dir, &l.stem), why));
         } else if l.maybe_alive() && !bare_and_gone(&l) {
             listeners.push(l);
         } else if sweep {
-            if let Err(e) = scan::remove_listener_files(&run_dir, &l) {
-                problems.push((scan::socket_path(&run_dir, &l.stem), format!("cannot remove: {e}")));
+            match scan::remove_listener_files(&run_dir, &l) {
+                Ok(()) => swept.extend(l.pid),
+                Err(e) => problems.push((scan::socket_path(&run_dir, &l.stem), format!("cannot remove: {e}"))),
             }
         }
     }
@@ -184,7 +189,7 @@ fn scan_and_sweep(home: &Home) -> std::io::Result<(Found, Problems)> {
             None
         }
     };
-    Ok((Found { listeners, wrappers, statics, unsafe_home }, problems))
+    Ok((Found { listeners, wrappers, swept, statics, unsafe_home }, problems))
 }
 
 /// A socket without a sidecar (an app that bound `$AGENTFS_SOCKET` itself)

@@ -67,6 +67,7 @@ fn wrapper(env: &Env, app: &str, instance: &str, pid: u32) -> std::path::PathBuf
         started_at_ms: 1,
         pgid: None,
         stop_timeout_secs: None,
+        exits: Vec::new(),
     };
     record::write(&path, &w).unwrap();
     path
