@@ -93,6 +93,11 @@ pub struct WrapArgs {
     /// Do not start the router.
     #[arg(long)]
     pub no_router: bool,
+    /// The port the instance's URL reaches (default: its front end — the
+    /// first port answering `GET /` with text/html — else the first it
+    /// listens on). Also `AGENTFS_PORT`.
+    #[arg(long, value_name = "N")]
+    pub port: Option<String>,
     /// Log the shim's decisions to stderr.
     #[arg(long)]
     pub debug: bool,

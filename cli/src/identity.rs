@@ -193,6 +193,8 @@ mod tests {
                 pgid: None,
                 stop_timeout_secs: None,
                 exits: Vec::new(),
+                port: None,
+                front_port: None,
             });
         }
         assert_eq!(unique_instance(&app, &id, &snap).as_str(), "main-3");

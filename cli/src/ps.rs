@@ -72,7 +72,7 @@ pub fn run(json: bool) -> Result<ExitCode> {
         .filter(|w| !snap.listeners.iter().any(|l| l.app() == &w.app && l.instance() == &w.instance && l.maybe_alive()))
         .collect();
     let crashes = crashed::find(&home, &starting);
-    let mut rows = rows(snap.listeners.into_iter().filter(Listener::maybe_alive), router_port);
+    let mut rows = rows(snap.listeners.into_iter().filter(Listener::maybe_alive), &snap.wrappers, router_port);
     rows.extend(starting.iter().map(|w| starting_row(w, router_port, &crashes)));
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -102,9 +102,11 @@ pub fn run(json: bool) -> Result<ExitCode> {
 }
 
 /// Rows in app → instance (default first) → port order.
-pub fn rows(listeners: impl IntoIterator<Item = Listener>, router_port: u16) -> Vec<Row> {
+pub fn rows(listeners: impl IntoIterator<Item = Listener>, wrappers: &[WrapperRecord], router_port: u16) -> Vec<Row> {
     let mut rows = Vec::new();
-    for app in model::group(listeners).into_values() {
+    let mut apps = model::group(listeners);
+    model::choose_primary(&mut apps, wrappers);
+    for app in apps.into_values() {
         for (i, inst) in app.instances.iter().enumerate() {
             for (port, replicas) in &inst.ports {
                 let primary = *port == inst.primary_port;

@@ -21,7 +21,7 @@ use agentfs_registry::stop::{self, Targets};
 use agentfs_registry::{Home, env};
 use agentfs_router::pidfile;
 
-use crate::exits::ExitLog;
+use crate::live_record::LiveRecord;
 use crate::sys;
 use crate::terminal::Terminal;
 
@@ -56,7 +56,7 @@ pub struct Shared {
     /// The leader has been reaped: from now on the waiting thread stops the rest.
     leader_done: AtomicBool,
     /// Where the exits of reaped descendants are recorded.
-    exits: ExitLog,
+    exits: Arc<LiveRecord>,
 }
 
 /// The running command.
@@ -67,7 +67,7 @@ pub struct Tree {
 
 impl Tree {
     /// Takes charge of the command whose first process is `leader`.
-    pub fn new(leader: u32, terminal: Option<Terminal>, grace: Duration, home: Home, exits: ExitLog) -> Tree {
+    pub fn new(leader: u32, terminal: Option<Terminal>, grace: Duration, home: Home, exits: Arc<LiveRecord>) -> Tree {
         if let Some(t) = &terminal {
             t.give(leader);
         }

@@ -155,6 +155,8 @@ mod tests {
             pgid,
             stop_timeout_secs: Some(1),
             exits: Vec::new(),
+            port: None,
+            front_port: None,
         }
     }
 

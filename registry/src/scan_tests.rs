@@ -48,6 +48,8 @@ fn sidecars_bare_sockets_and_wrappers() {
         pgid: None,
         stop_timeout_secs: None,
         exits: Vec::new(),
+        port: None,
+        front_port: None,
     };
     record::write(&run.join("shop.feat.wrapper-9.json"), &w).unwrap();
     fs::write(run.join(".shop.main.3000.json.1-1.tmp"), b"partial").unwrap();
@@ -185,6 +187,8 @@ fn orphans_and_wrapper_records_are_removed_only_if_unchanged() {
         pgid: None,
         stop_timeout_secs: None,
         exits: Vec::new(),
+        port: None,
+        front_port: None,
     };
     record::write(&run.join("shop.main.wrapper-9.json"), &w).unwrap();
     remove_wrapper_record(run, &w).unwrap();

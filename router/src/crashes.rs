@@ -120,6 +120,8 @@ mod tests {
             pgid: None,
             stop_timeout_secs: None,
             exits,
+            port: None,
+            front_port: None,
         }
     }
 

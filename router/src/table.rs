@@ -149,7 +149,9 @@ impl Table {
             let up = reuse(UpKey::Static { host: host.clone(), target: target.clone() }, target, None);
             t.statics.insert(host.clone(), ReplicaSet::new(host.clone(), String::new(), vec![up]));
         }
-        for (app, a) in model::group(listeners) {
+        let mut apps = model::group(listeners);
+        model::choose_primary(&mut apps, &t.live_wrappers);
+        for (app, a) in apps {
             let instances = a.instances.iter().map(|i| instance_routes(i, &mut reuse)).collect();
             t.apps.insert(app.as_str().to_owned(), AppRoutes::new(instances));
         }
@@ -191,6 +193,7 @@ impl Table {
             && self.starting == other.starting
             && self.wrapper_pids == other.wrapper_pids
             && self.down == other.down
+            && self.live_wrappers == other.live_wrappers
             && self.router_port == other.router_port
     }
 

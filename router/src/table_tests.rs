@@ -38,6 +38,8 @@ fn table(statics: &StaticRoutes, old: &Table) -> Table {
         pgid: None,
         stop_timeout_secs: None,
         exits: Vec::new(),
+        port: None,
+        front_port: None,
     };
     Table::build(ls, vec![w], statics, old, 7355)
 }
@@ -123,6 +125,8 @@ fn wrappers_of_listening_instances_are_watched_too() {
         pgid: Some(pid + 1),
         stop_timeout_secs: None,
         exits: Vec::new(),
+        port: None,
+        front_port: None,
     };
     let mut l = listener("shop", "main", 3000, 10, None);
     l.pid = Some(40);

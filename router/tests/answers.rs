@@ -68,6 +68,8 @@ fn wrapper(env: &Env, app: &str, instance: &str, pid: u32) -> std::path::PathBuf
         pgid: None,
         stop_timeout_secs: None,
         exits: Vec::new(),
+        port: None,
+        front_port: None,
     };
     record::write(&path, &w).unwrap();
     path
