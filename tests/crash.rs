@@ -72,42 +72,57 @@ fn a_killed_listener_is_a_502_naming_its_exit_at_once_and_ps_says_crashed() {
     }
 }
 
-/// Restarts its server (which exits cleanly on SIGTERM) 1.5 s after
-/// `restart` appears in its directory, as a watcher such as nodemon does.
+/// `watcher.py clean|signal`: restarts its server when `restart` appears in
+/// its directory, as a watcher such as nodemon does. `clean`: the server
+/// exits cleanly on SIGTERM and comes back 1.5 s later; `signal`: it is
+/// killed by SIGUSR2, which it does not handle (nodemon's signal to a plain
+/// `node`), leaving its files behind, and started again at once with the
+/// same command line, but takes a second to listen.
 const WATCHER: &str = r#"
-import os, subprocess, sys, time
-SERVER = ("import signal, sys, http.server as h\n"
-          "signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\n"
-          "h.HTTPServer(('127.0.0.1', 8000), h.SimpleHTTPRequestHandler).serve_forever()\n")
+import os, signal, subprocess, sys, time
+CLEAN = sys.argv[1] == "clean"
+SERVER = ("import os, signal, sys, time, http.server as h\n"
+          + "time.sleep(float(os.environ.get('DELAY', '0')))\n"
+          + ("signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\n" if CLEAN else "")
+          + "h.HTTPServer(('127.0.0.1', 8000), h.SimpleHTTPRequestHandler).serve_forever()\n")
 child = subprocess.Popen([sys.executable, "-c", SERVER])
 while not os.path.exists("restart"):
     time.sleep(0.05)
 os.remove("restart")
-child.terminate()
+child.send_signal(signal.SIGTERM if CLEAN else signal.SIGUSR2)
 child.wait()
-time.sleep(1.5)
-child = subprocess.Popen([sys.executable, "-c", SERVER])
+time.sleep(1.5 if CLEAN else 0)
+child = subprocess.Popen([sys.executable, "-c", SERVER], env=dict(os.environ, DELAY="0" if CLEAN else "1"))
 child.wait()
 "#;
 
 #[test]
 fn a_watcher_restart_is_held_and_served_without_a_5xx() {
     let env = Env::new("restart");
-    let dir = TempDir::new("restart");
-    std::fs::write(dir.path().join("watcher.py"), WATCHER).unwrap();
-    let host = "w.crash.localhost";
-    let mut c = env.agentfs(&["wrap", "--name", "crash", "--instance", "w", "--", "python3", "watcher.py"]);
-    c.current_dir(dir.path());
-    let _app = Proc::spawn(c);
-    env.wait_routed(host, START);
-    let first = listener_pid(&env, "w");
-    std::fs::write(dir.path().join("restart"), "").unwrap();
-    wait_for("the first server to be gone", START, || {
-        (!env.home.run_files().iter().any(|f| f == "crash.w.8000.json")).then_some(())
-    });
-    let asked = Instant::now();
-    let r = env.get(host, "/").unwrap();
-    assert_eq!(r.status, 200, "held while the watcher restarts the app: {}", r.body);
-    assert!(asked.elapsed() > Duration::from_millis(500), "it was held, not served by the old server");
-    assert_ne!(listener_pid(&env, "w"), first, "served by the restarted server");
+    for how in ["clean", "signal"] {
+        let dir = TempDir::new("restart");
+        std::fs::write(dir.path().join("watcher.py"), WATCHER).unwrap();
+        let host = format!("{how}.crash.localhost");
+        let mut c = env.agentfs(&["wrap", "--name", "crash", "--instance", how, "--", "python3", "watcher.py", how]);
+        c.current_dir(dir.path());
+        let _app = Proc::spawn(c);
+        env.wait_routed(&host, START);
+        let sidecar = format!("crash.{how}.8000.json");
+        let first = listener_pid(&env, how);
+        std::fs::write(dir.path().join("restart"), "").unwrap();
+        wait_for("the first server to be gone", START, || {
+            let files = env.home.run_files();
+            (!files.contains(&sidecar) || !agentfs_registry::liveness::pid_alive(first)).then_some(())
+        });
+        // Until the router has seen it go (a rescan, milliseconds), a request
+        // may still be sent to the old socket and refused (a 502).
+        wait_for("the router to drop the old server", START, || {
+            let routes: Value = serde_json::from_str(&env.get("localhost", "/api/routes").ok()?.body).ok()?;
+            let pids = routes["apps"].to_string();
+            (!pids.contains(&format!("[{first}]"))).then_some(())
+        });
+        let r = env.get(&host, "/").unwrap();
+        assert_eq!(r.status, 200, "{how}: held while the watcher restarts the app: {}", r.body);
+        assert_ne!(listener_pid(&env, how), first, "{how}: served by the restarted server");
+    }
 }

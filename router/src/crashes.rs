@@ -11,8 +11,13 @@
 //!   SIGHUP, SIGUSR1, SIGUSR2 is a restart, anything else a crash;
 //! - otherwise (its parent reaped it): a process that left its socket files
 //!   behind (the router swept them, the pid being dead) did not run its exit
-//!   path — killed by a signal or crashed — and counts as a crash; one whose
-//!   files were removed by the shim (a clean close or exit) is restarting.
+//!   path — killed by a signal or crashed — and counts as a crash, unless
+//!   a watcher is restarting it: for [`RESTART_CHECK`] requests are held,
+//!   then a live process of the wrapper's tree (its environment names the
+//!   wrapper) running the same command line as the one that died means a
+//!   restart (nodemon's SIGUSR2, `node --watch`'s SIGTERM to a plain
+//!   `node`); one whose files were removed by the shim (a clean close or
+//!   exit) is restarting.
 
 use std::collections::BTreeMap;
 
@@ -23,6 +28,10 @@ use http::{Response, StatusCode};
 use crate::answers::{Answer, Format};
 use crate::body::Body;
 
+/// How long after a listener is found dead with its files left behind the
+/// router looks for a watcher restarting it before it calls it a crash.
+pub const RESTART_CHECK: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// An instance that listened and whose listening processes are gone while
 /// its wrapper runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,6 +41,16 @@ pub struct Down {
     pub pid: u32,
     /// How it ended, when known to be a crash; `None` while it may be restarting.
     pub crash: Option<Crash>,
+    /// Until when (ms since the epoch) the router waits to see whether a
+    /// watcher restarts it, before it decides (see [`RESTART_CHECK`]).
+    pub deciding_until_ms: Option<u64>,
+}
+
+/// A process that listened for an instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seen {
+    pub pid: u32,
+    pub cmd: Vec<String>,
 }
 
 /// Why an instance counts as crashed.
@@ -43,21 +62,28 @@ pub enum Crash {
     FilesLeft,
 }
 
-/// Per running wrapper: the pids that listened when its instance last did.
-pub type Listened = BTreeMap<u32, Vec<u32>>;
+/// Per running wrapper: the processes that listened when its instance last did.
+pub type Listened = BTreeMap<u32, Vec<Seen>>;
+
+/// What `follow` learns from outside: the clock, and whether a process of
+/// wrapper `w`'s tree other than `dead` runs `cmd` (a restart under way).
+pub struct World<'a> {
+    pub now_ms: u64,
+    pub restarting: &'a dyn Fn(u32, &[String], u32) -> bool,
+}
 
 /// The instances that are down now, and what to remember for the next table.
 ///
-/// `listening(w)` gives the pids now listening for `w`'s instance (empty if
-/// none); `swept` holds the pids whose files this scan removed as dead;
-/// `old_down` is the previous table's list (a crash stays a crash until the
-/// instance listens again).
+/// `listening(w)` gives the processes now listening for `w`'s instance
+/// (empty if none); `swept` holds the pids whose files this scan removed as
+/// dead; `old_down` is the previous table's list (a crash stays a crash
+/// until the instance listens again).
 pub fn follow(
     wrappers: &[WrapperRecord],
-    listening: impl Fn(&WrapperRecord) -> Vec<u32>,
-    old: &Listened,
-    old_down: &[Down],
+    listening: impl Fn(&WrapperRecord) -> Vec<Seen>,
+    (old, old_down): (&Listened, &[Down]),
     swept: &[u32],
+    world: &World<'_>,
 ) -> (Listened, Vec<Down>) {
     let (mut listened, mut down) = (Listened::new(), Vec::new());
     for w in wrappers {
@@ -66,20 +92,48 @@ pub fn follow(
             listened.insert(w.wrapper_pid, now);
             continue;
         }
-        let Some(pids) = old.get(&w.wrapper_pid) else { continue };
-        listened.insert(w.wrapper_pid, pids.clone());
-        let Some(&pid) = pids.first() else { continue };
-        let before = old_down.iter().find(|d| d.wrapper_pid == w.wrapper_pid).and_then(|d| d.crash.clone());
-        let exit = w.exits.iter().rev().find(|e| pids.contains(&e.pid));
-        let crash = match exit {
-            Some(e) if e.looks_like_restart() => None,
-            Some(e) => Some(Crash::Exit(e.clone())),
-            None if pids.iter().any(|p| swept.contains(p)) => Some(Crash::FilesLeft),
-            None => before,
-        };
-        down.push(Down { wrapper_pid: w.wrapper_pid, pid, crash });
+        let Some(seen) = old.get(&w.wrapper_pid) else { continue };
+        listened.insert(w.wrapper_pid, seen.clone());
+        let Some(first) = seen.first() else { continue };
+        let before = old_down.iter().find(|d| d.wrapper_pid == w.wrapper_pid);
+        let exit = w.exits.iter().rev().find(|e| seen.iter().any(|s| s.pid == e.pid));
+        let mut d = Down { wrapper_pid: w.wrapper_pid, pid: first.pid, crash: None, deciding_until_ms: None };
+        match (exit, before) {
+            (Some(e), _) if e.looks_like_restart() => {}
+            (Some(e), _) => d.crash = Some(Crash::Exit(e.clone())),
+            (None, _) if seen.iter().any(|s| swept.contains(&s.pid)) => {
+                d.deciding_until_ms = Some(world.now_ms + RESTART_CHECK.as_millis() as u64);
+            }
+            (None, Some(b)) if b.deciding_until_ms.is_some_and(|t| world.now_ms < t) => {
+                d.deciding_until_ms = b.deciding_until_ms;
+            }
+            (None, Some(b)) if b.deciding_until_ms.is_some() => {
+                let restarting = seen.iter().any(|s| (world.restarting)(w.wrapper_pid, &s.cmd, s.pid));
+                d.crash = (!restarting).then_some(Crash::FilesLeft);
+            }
+            (None, Some(b)) => d.crash = b.crash.clone(),
+            (None, None) => {}
+        }
+        down.push(d);
     }
     (listened, down)
+}
+
+/// Linux: whether a live process other than `dead`, started by wrapper
+/// `wrapper` (its environment says so), runs exactly `cmd`.
+pub fn tree_runs(wrapper: u32, cmd: &[String], dead: u32) -> bool {
+    let Some(all) = agentfs_registry::proctree::list() else { return false };
+    let wanted = [(agentfs_registry::env::WRAPPER_PID, wrapper.to_string())];
+    let wanted: Vec<(&str, &str)> = wanted.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    all.iter().filter(|p| !p.zombie && p.pid != dead).any(|p| {
+        let Ok(line) = std::fs::read(format!("/proc/{}/cmdline", p.pid)) else { return false };
+        let args: Vec<String> = line
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        args == cmd && agentfs_registry::proctree::environ_has(p.pid, &wanted)
+    })
 }
 
 impl Crash {
@@ -129,18 +183,29 @@ mod tests {
         Exit { pid, code, signal, at_ms: 0 }
     }
 
+    fn seen(pid: u32) -> Vec<Seen> {
+        vec![Seen { pid, cmd: vec!["app".into()] }]
+    }
+
+    fn at(now_ms: u64, restarting: &dyn Fn(u32, &[String], u32) -> bool) -> World<'_> {
+        World { now_ms, restarting }
+    }
+
+    const NO: &dyn Fn(u32, &[String], u32) -> bool = &|_, _, _| false;
+    const YES: &dyn Fn(u32, &[String], u32) -> bool = &|_, _, _| true;
+
     #[test]
     fn never_listened_is_starting_not_down() {
-        let (listened, down) = follow(&[wrapper(1, vec![])], |_| vec![], &Listened::new(), &[], &[]);
+        let (listened, down) = follow(&[wrapper(1, vec![])], |_| vec![], (&Listened::new(), &[]), &[], &at(0, NO));
         assert!(listened.is_empty() && down.is_empty());
     }
 
     #[test]
     fn gone_listeners_are_crashes_or_restarts() {
-        let (listened, down) = follow(&[wrapper(1, vec![])], |_| vec![40], &Listened::new(), &[], &[]);
+        let (listened, down) = follow(&[wrapper(1, vec![])], |_| seen(40), (&Listened::new(), &[]), &[], &at(0, NO));
         assert!(down.is_empty());
-        let gone = |exits, swept: &[u32]| follow(&[wrapper(1, exits)], |_| vec![], &listened, &[], swept).1;
-        assert_eq!(gone(vec![], &[40])[0].crash, Some(Crash::FilesLeft));
+        let gone =
+            |exits, swept: &[u32]| follow(&[wrapper(1, exits)], |_| vec![], (&listened, &[]), swept, &at(0, NO)).1;
         assert_eq!(gone(vec![], &[])[0].crash, None, "files removed by the app: restarting");
         let killed = exit(40, None, Some(9));
         assert_eq!(gone(vec![killed.clone()], &[40])[0].crash, Some(Crash::Exit(killed)));
@@ -149,12 +214,20 @@ mod tests {
     }
 
     #[test]
-    fn a_crash_lasts_until_the_instance_listens_again() {
-        let listened = Listened::from([(1, vec![40])]);
-        let (kept, down) = follow(&[wrapper(1, vec![])], |_| vec![], &listened, &[], &[40]);
-        let (kept, later) = follow(&[wrapper(1, vec![])], |_| vec![], &kept, &down, &[]);
-        assert_eq!(later[0].crash, Some(Crash::FilesLeft));
-        let (_, again) = follow(&[wrapper(1, vec![])], |_| vec![50], &kept, &later, &[]);
-        assert!(again.is_empty());
+    fn files_left_behind_are_a_crash_unless_the_same_command_runs_again() {
+        let listened = Listened::from([(1, seen(40))]);
+        let w = [wrapper(1, vec![])];
+        let (kept, first) = follow(&w, |_| vec![], (&listened, &[]), &[40], &at(1000, NO));
+        assert_eq!((&first[0].crash, first[0].deciding_until_ms), (&None, Some(1250)), "held while deciding");
+        let (_, still) = follow(&w, |_| vec![], (&kept, &first), &[], &at(1100, NO));
+        assert_eq!(still[0].crash, None);
+        let (kept, crashed) = follow(&w, |_| vec![], (&kept, &still), &[], &at(1300, NO));
+        assert_eq!(crashed[0].crash, Some(Crash::FilesLeft));
+        let (kept, later) = follow(&w, |_| vec![], (&kept, &crashed), &[], &at(9000, NO));
+        assert_eq!(later[0].crash, Some(Crash::FilesLeft), "a crash lasts");
+        let (_, again) = follow(&w, |_| seen(50), (&kept, &later), &[], &at(9000, NO));
+        assert!(again.is_empty(), "until it listens again");
+        let (_, restarted) = follow(&w, |_| vec![], (&listened, &still), &[], &at(1300, YES));
+        assert_eq!(restarted[0].crash, None, "a watcher runs it again: restarting");
     }
 }

@@ -105,11 +105,25 @@ async fn rescan(shared: &Arc<Shared>, memory: &mut Memory) {
     }
     let mut table = Table::build(found.listeners, found.wrappers, &memory.statics, &old, shared.port);
     table.follow_exits(&old, &found.swept);
+    let due = table.decision_due_ms();
     if !table.same_routes(&old) {
         drop(old);
         tracing::debug!("route table changed");
         shared.publish(table);
     }
+    if let Some(due) = due {
+        recheck_at(shared, due);
+    }
+}
+
+/// Rescans at `due_ms` (a crash-or-restart decision, see `crashes`).
+fn recheck_at(shared: &Arc<Shared>, due_ms: u64) {
+    let wait = due_ms.saturating_sub(agentfs_registry::liveness::now_ms());
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(wait + 1)).await;
+        shared.poke();
+    });
 }
 
 /// Logs once when the home directory becomes unsafe, and once when it is

@@ -15,7 +15,7 @@ use agentfs_registry::routes::StaticRoutes;
 use agentfs_registry::scan::Listener;
 
 use crate::api::{AppView, InstanceView, PortView, RoutesView, StartingView, StaticView};
-use crate::crashes::{self, Crash, Down, Listened};
+use crate::crashes::{self, Crash, Down, Listened, Seen};
 use crate::host::Host;
 use crate::pool::Upstream;
 
@@ -228,19 +228,29 @@ impl Table {
     /// Follows the instances that listened in `old` (see `crashes`):
     /// `swept` are the pids whose files this scan removed as dead.
     pub fn follow_exits(&mut self, old: &Table, swept: &[u32]) {
-        let listening = |w: &WrapperRecord| -> Vec<u32> {
+        let listening = |w: &WrapperRecord| -> Vec<Seen> {
             let Some(a) = self.apps.get(w.app.as_str()) else { return Vec::new() };
             let Some(i) = a.instances.iter().find(|i| i.label == w.instance) else { return Vec::new() };
-            let pids = i.ports.values().flat_map(|s| s.upstreams.iter());
-            pids.filter_map(|u| u.listener.as_ref().and_then(|l| l.pid)).collect()
+            let ls = i.ports.values().flat_map(|s| s.upstreams.iter()).filter_map(|u| u.listener.as_ref());
+            let seen = |l: &Listener| {
+                Some(Seen { pid: l.pid?, cmd: l.sidecar.as_ref().map(|s| s.cmd.clone()).unwrap_or_default() })
+            };
+            ls.filter_map(seen).collect()
         };
-        let (listened, down) = crashes::follow(&self.live_wrappers, listening, &old.listened, &old.down, swept);
+        let world = crashes::World { now_ms: agentfs_registry::liveness::now_ms(), restarting: &crashes::tree_runs };
+        let (listened, down) =
+            crashes::follow(&self.live_wrappers, listening, (&old.listened, &old.down), swept, &world);
         for v in &mut self.view.starting {
             let d = down.iter().find(|d| d.wrapper_pid == v.wrapper_pid);
             v.crashed = d.and_then(|d| d.crash.as_ref().map(|c| format!("pid {}, {}", d.pid, c.describe())));
         }
         self.listened = listened;
         self.down = down;
+    }
+
+    /// The earliest time (ms since the epoch) a crash-or-restart decision is due.
+    pub fn decision_due_ms(&self) -> Option<u64> {
+        self.down.iter().filter_map(|d| d.deciding_until_ms).min()
     }
 
     /// The live routes, as the API and the dashboard show them.
