@@ -387,3 +387,26 @@ fn finer_points_of_faithfulness() {
         assert_eq!(&r[check], want, "{check}\n{}", p.output());
     }
 }
+
+/// A listener bound to `[::ffff:127.0.0.1]` (Java's default) sees its peers
+/// as `::ffff:127.0.0.1`, as TCP reports them, and a `::1` listener as `::1`.
+#[test]
+fn a_v4_mapped_listener_reports_v4_mapped_peers() {
+    let home = Home::new("mapped");
+    let code = "import socket, sys\n\
+        s = socket.socket(socket.AF_INET6)\n\
+        s.bind((sys.argv[1], int(sys.argv[2])))\n\
+        s.listen()\n\
+        c, a = s.accept()\n\
+        print(a[0], c.getpeername()[0], c.getsockname()[0], flush=True)\n";
+    for (bound, port, peer) in [("::ffff:127.0.0.1", "8710", "::ffff:127.0.0.1"), ("::1", "8711", "::1")] {
+        let mut cmd = home.wrapped("java", "main", "python3");
+        cmd.args(["-c", code, bound, port]);
+        let mut p = Proc::spawn(cmd);
+        let stem = format!("java.main.{port}");
+        wait_file(&home.run().join(format!("{stem}.json")), START);
+        let _c = UnixStream::connect(home.sock(&stem)).unwrap();
+        assert!(p.wait(START).success(), "{}", p.output());
+        assert_eq!(p.stdout().trim(), format!("{peer} {peer} {bound}"), "accept, getpeername, getsockname");
+    }
+}

@@ -27,14 +27,15 @@ pub enum Command {
     /// Run a command with its ports routed at *.localhost.
     #[command(after_help = "Examples:\n  agentfs wrap -- npm run dev\n  \
         agentfs wrap --name shop --instance feat-x -- python3 -m http.server 8000\n  \
-        agentfs wrap --replica -- node server.js      # a second process of the same instance, load-balanced\n\n\
+        agentfs wrap --replica -- node server.js      # a second process of the same instance, load-balanced\n  \
+        agentfs wrap --port 3001 -- npm run dev       # the instance URL reaches port 3001, not the front end\n\n\
         The app is named by --name, else package.json's name, else the git repository's directory, else the \
         current directory; the instance by --instance, else the git branch, else a hash of the directory.\n\n\
         CMD runs in a process group of its own (in front at a terminal); signals sent to the wrapper reach the whole \
         group, and when CMD ends or is stopped, everything it started gets SIGTERM, then SIGKILL after \
         $AGENTFS_STOP_TIMEOUT_SECS (default 5). The exit status is CMD's.")]
     Wrap(WrapArgs),
-    /// List what runs: one line per listening port, and one per instance still starting.
+    /// List what runs: one line per listening port, and one per instance still starting or crashed.
     #[command(after_help = "Examples:\n  agentfs ps\n  agentfs ps --json | jq '.[] | select(.default)'")]
     Ps {
         /// Print a JSON array (app, instance, state, port, pid, url, socket, started_at_ms, default, ...).
@@ -93,6 +94,11 @@ pub struct WrapArgs {
     /// Do not start the router.
     #[arg(long)]
     pub no_router: bool,
+    /// The port the instance's URL reaches (default: its front end — the
+    /// first port answering `GET /` with text/html — else the first it
+    /// listens on). Also `AGENTFS_PORT`.
+    #[arg(long, value_name = "N")]
+    pub port: Option<String>,
     /// Log the shim's decisions to stderr.
     #[arg(long)]
     pub debug: bool,

@@ -192,6 +192,9 @@ mod tests {
                 started_at_ms: 0,
                 pgid: None,
                 stop_timeout_secs: None,
+                exits: Vec::new(),
+                port: None,
+                front_port: None,
             });
         }
         assert_eq!(unique_instance(&app, &id, &snap).as_str(), "main-3");

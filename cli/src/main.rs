@@ -6,16 +6,20 @@
 //! - `wrap` — `agentfs wrap -- CMD`, with `identity` (app/instance names),
 //!   `shim` (the embedded shim), `program` (can the shim enter CMD?), `launch` (SIP-proof start),
 //!   `tree` (the command's process group and descendants, stopped together), `terminal`
-//!   (the tty handed to that group and back), `signals` (forwarding), `watch` (banner, PORT fallback route).
-//! - `ps`, `route`, `router_ctl` (with `router_log`, the rotated log), `doctor` — the other commands.
+//!   (the tty handed to that group and back), `signals` (forwarding), `live_record` (the wrapper
+//!   record, rewritten with reaped descendants' exits and the front port), `front` (the primary port, the banner), `watch` (banner, PORT fallback route).
+//! - `ps` (with `crashed`: which instances count as crashed), `route`, `router_ctl` (with `router_log`, the rotated log), `doctor` — the other commands.
 //! - `sys` — the system calls std lacks (kill, setsid, the parent-death signal, tcsetpgrp, child pids).
 #![deny(unsafe_code)]
 
 mod args;
+mod crashed;
 mod doctor;
 mod doctor_macos;
+mod front;
 mod identity;
 mod launch;
+mod live_record;
 mod program;
 mod ps;
 mod route;

@@ -13,7 +13,7 @@ use agentfs_registry::record::WrapperRecord;
 use agentfs_registry::scan::{self, Listener};
 use agentfs_registry::{Home, Target, liveness, model, reap};
 
-use crate::router_ctl;
+use crate::{crashed, router_ctl};
 
 /// What an instance is doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -23,9 +23,9 @@ pub enum State {
     Starting,
     /// A listener whose process is alive (or unknown).
     Live,
-    // `Crashed` (it listened, and its process is gone while its wrapper
-    // lives) comes with the router's crash detection (issue 16, item 3):
-    // add it here and classify it in `run`.
+    /// It listened, and its listening process crashed while its wrapper
+    /// runs (as the router judges it, see `crashed`).
+    Crashed,
 }
 
 /// One row of `agentfs ps --json`.
@@ -48,6 +48,10 @@ pub struct Row {
     pub primary: bool,
     pub wrapper_pid: Option<u32>,
     pub cmd: Vec<String>,
+    /// How the crashed process ended: `pid 42, killed by signal 9 (SIGKILL)`;
+    /// only for `crashed` rows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit: Option<String>,
     /// `localhost:<port>` outside the instances (while the router runs): whether
     /// this row's port is mirrored there for this instance, and why not.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -81,8 +85,9 @@ pub fn run(json: bool) -> Result<ExitCode> {
         .filter(|w| liveness::pid_alive(w.wrapper_pid))
         .filter(|w| !snap.listeners.iter().any(|l| l.app() == &w.app && l.instance() == &w.instance && l.maybe_alive()))
         .collect();
-    let mut rows = rows(snap.listeners.into_iter().filter(Listener::maybe_alive), router_port);
-    rows.extend(starting.iter().map(|w| starting_row(w, router_port)));
+    let crashes = crashed::find(&home, &starting);
+    let mut rows = rows(snap.listeners.into_iter().filter(Listener::maybe_alive), &snap.wrappers, router_port);
+    rows.extend(starting.iter().map(|w| starting_row(w, router_port, &crashes)));
     add_original_ports(&home, &mut rows);
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -102,9 +107,9 @@ pub fn run(json: bool) -> Result<ExitCode> {
             r.instance.clone(),
             serde_json::to_value(r.state)?.as_str().unwrap_or_default().to_owned(),
             dash(r.port.map(u32::from)),
-            dash(r.pid.or(r.wrapper_pid.filter(|_| r.state == State::Starting))),
+            dash(r.pid.or(r.wrapper_pid.filter(|_| r.state != State::Live))),
             uptime(now, r.started_at_ms),
-            format!("{}{mark}", r.url),
+            r.exit.as_ref().map_or_else(|| format!("{}{mark}", r.url), |e| format!("{} (exited: {e})", r.url)),
             original_cell(r.original_port.as_ref()),
         ]);
     }
@@ -113,9 +118,11 @@ pub fn run(json: bool) -> Result<ExitCode> {
 }
 
 /// Rows in app → instance (default first) → port order.
-pub fn rows(listeners: impl IntoIterator<Item = Listener>, router_port: u16) -> Vec<Row> {
+pub fn rows(listeners: impl IntoIterator<Item = Listener>, wrappers: &[WrapperRecord], router_port: u16) -> Vec<Row> {
     let mut rows = Vec::new();
-    for app in model::group(listeners).into_values() {
+    let mut apps = model::group(listeners);
+    model::choose_primary(&mut apps, wrappers);
+    for app in apps.into_values() {
         for (i, inst) in app.instances.iter().enumerate() {
             for (port, replicas) in &inst.ports {
                 let primary = *port == inst.primary_port;
@@ -139,6 +146,7 @@ pub fn rows(listeners: impl IntoIterator<Item = Listener>, router_port: u16) -> 
                         primary,
                         wrapper_pid: sc.and_then(|s| s.wrapper_pid),
                         cmd: sc.map(|s| s.cmd.clone()).unwrap_or_default(),
+                        exit: None,
                         original_port: None,
                     });
                 }
@@ -172,12 +180,14 @@ fn original_cell(o: Option<&OriginalPort>) -> String {
     }
 }
 
-/// The row of an instance whose wrapper runs and that listens nowhere yet.
-fn starting_row(w: &WrapperRecord, router_port: u16) -> Row {
+/// The row of an instance whose wrapper runs and that listens nowhere:
+/// starting, or crashed when `crashes` names its wrapper.
+fn starting_row(w: &WrapperRecord, router_port: u16, crashes: &crashed::Crashes) -> Row {
+    let exit = crashes.get(&w.wrapper_pid).cloned();
     Row {
         app: w.app.to_string(),
         instance: w.instance.to_string(),
-        state: State::Starting,
+        state: if exit.is_some() { State::Crashed } else { State::Starting },
         port: None,
         pid: None,
         url: url(&hostname(&w.app, Some(&w.instance)), router_port),
@@ -187,6 +197,7 @@ fn starting_row(w: &WrapperRecord, router_port: u16) -> Row {
         primary: false,
         wrapper_pid: Some(w.wrapper_pid),
         cmd: w.cmd.clone(),
+        exit,
         original_port: None,
     }
 }

@@ -21,6 +21,7 @@ use agentfs_registry::stop::{self, Targets};
 use agentfs_registry::{Home, env};
 use agentfs_router::pidfile;
 
+use crate::live_record::LiveRecord;
 use crate::sys;
 use crate::terminal::Terminal;
 
@@ -54,6 +55,8 @@ pub struct Shared {
     deadline: Mutex<Option<Instant>>,
     /// The leader has been reaped: from now on the waiting thread stops the rest.
     leader_done: AtomicBool,
+    /// Where the exits of reaped descendants are recorded.
+    exits: Arc<LiveRecord>,
 }
 
 /// The running command.
@@ -64,12 +67,12 @@ pub struct Tree {
 
 impl Tree {
     /// Takes charge of the command whose first process is `leader`.
-    pub fn new(leader: u32, terminal: Option<Terminal>, grace: Duration, home: Home) -> Tree {
+    pub fn new(leader: u32, terminal: Option<Terminal>, grace: Duration, home: Home, exits: Arc<LiveRecord>) -> Tree {
         if let Some(t) = &terminal {
             t.give(leader);
         }
-        let shared =
-            Arc::new(Shared { leader, grace, home, deadline: Mutex::new(None), leader_done: AtomicBool::new(false) });
+        let leader_done = AtomicBool::new(false);
+        let shared = Arc::new(Shared { leader, grace, home, deadline: Mutex::new(None), leader_done, exits });
         Tree { shared, terminal }
     }
 
@@ -128,13 +131,16 @@ impl Shared {
     }
 
     /// Reaps exited processes that were adopted by the wrapper (never the
-    /// leader, whose status the waiting thread collects).
+    /// leader, whose status the waiting thread collects), recording how each
+    /// ended.
     pub fn reap_orphans(&self) {
         let Some(all) = agentfs_registry::proctree::list() else { return };
         let me = std::process::id();
         for p in all.iter().filter(|p| p.ppid == me && p.zombie && p.pid != self.leader) {
             if let Some(pid) = i32::try_from(p.pid).ok().and_then(Pid::from_raw) {
-                let _ = waitpid(Some(pid), WaitOptions::NOHANG);
+                if let Ok(Some((_, status))) = waitpid(Some(pid), WaitOptions::NOHANG) {
+                    self.exits.note(p.pid, status);
+                }
             }
         }
     }

@@ -18,29 +18,33 @@ use agentfs_registry::scan::Listener;
 use agentfs_registry::sunpath::SockPath;
 use agentfs_registry::{Home, SocketName, Target, liveness, scan};
 
+use crate::front;
+use crate::live_record::LiveRecord;
 use crate::wrap::Instance;
+use std::sync::Arc;
 
 const FIRST_POLL: Duration = Duration::from_millis(20);
-const LATER_POLL: Duration = Duration::from_millis(250);
 
-/// Prints `agentfs: <app> (<instance>) → <url>` when the app's first port
-/// listens, and a line for each port it opens later.
-pub fn announce_when_listening(home: Home, me: Instance) {
+/// Prints the banner once the app's listeners settle, and again when its
+/// ports change; probes each new port for the front end (see `front`).
+pub fn announce_when_listening(home: Home, me: Instance, live: Arc<LiveRecord>) {
     thread::spawn(move || {
         let mut seen = BTreeSet::new();
+        let chosen = live.port();
+        let mut front = front::Front::new(live, chosen);
         loop {
-            for port in new_ports(&home, &me, &mut seen) {
-                banner(&home, &me, port, seen.len() == 1);
-            }
-            thread::sleep(if seen.is_empty() { FIRST_POLL } else { LATER_POLL });
+            let new = new_ports(&home, &me, &mut seen);
+            front.saw(&home, &me, &new);
+            front.announce_if_settled(&me);
+            thread::sleep(if seen.is_empty() { FIRST_POLL } else { front::POLL });
         }
     });
 }
 
-/// Ports of this wrapper's listeners not reported yet, primary first. A
+/// Ports of this wrapper's listeners not seen yet, in start order. A
 /// listener counts once it listens: its sidecar is written after listen(),
 /// and a bare socket (the app bound `$AGENTFS_SOCKET` itself) must accept.
-fn new_ports(home: &Home, me: &Instance, seen: &mut BTreeSet<u16>) -> Vec<u16> {
+pub fn new_ports(home: &Home, me: &Instance, seen: &mut BTreeSet<u16>) -> Vec<u16> {
     let Ok(snap) = scan::scan_instance(&home.run_dir(), &me.app, &me.instance) else { return Vec::new() };
     let listening = |l: &&Listener| match &l.sidecar {
         Some(s) => s.wrapper_pid == Some(me.wrapper_pid),
@@ -73,7 +77,7 @@ const ORIGINAL_WAIT: Duration = Duration::from_millis(500);
 
 /// ` · also http://localhost:<port>` when the router answers this
 /// instance's port there too (see the router's `original`), or why not.
-fn also_on_original_port(home: &Home, me: &Instance, port: u16) -> String {
+pub fn also_on_original_port(home: &Home, me: &Instance, port: u16) -> String {
     let me_name = format!("{}.{}", me.instance, me.app);
     let deadline = std::time::Instant::now() + ORIGINAL_WAIT;
     loop {

@@ -19,11 +19,12 @@ use agentfs_registry::runfile::wrapper_stem;
 use agentfs_registry::{Home, Label, SocketName, env, liveness, reap, scan};
 
 use crate::args::WrapArgs;
+use crate::live_record::LiveRecord;
 use crate::program;
 use crate::signals::Forwarder;
 use crate::terminal::Terminal;
 use crate::tree::{self, Tree};
-use crate::{identity, launch, router_ctl, shim, watch};
+use crate::{front, identity, launch, router_ctl, shim, watch};
 
 /// Who this wrapper runs, and where it is reachable.
 pub struct Instance {
@@ -36,13 +37,14 @@ pub struct Instance {
 
 pub fn run(args: WrapArgs) -> Result<ExitCode> {
     let grace = tree::grace()?;
+    let chosen_port = front::chosen_port(args.port.as_deref())?;
     let home = Home::from_env()?;
     home.ensure()?;
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let git = identity::Git::probe(&cwd);
     let app = identity::app(args.name.as_deref(), &cwd, &git)?;
     let wanted = identity::instance(args.instance.as_deref(), &cwd, &git)?;
-    let (instance, mut record, record_path) = claim_instance(&home, &app, &wanted, &args, &cwd, grace)?;
+    let (instance, mut record, record_path) = claim_instance(&home, &app, &wanted, &args, &cwd, (grace, chosen_port))?;
     if instance != wanted {
         eprintln!("agentfs: {app} ({wanted}) is already running; this one is {instance} (use --replica to join it)");
     }
@@ -81,12 +83,11 @@ pub fn run(args: WrapArgs) -> Result<ExitCode> {
         Ok(c) => c,
         Err(e) => return Ok(spawn_failed(program, &e)),
     };
-    let tree = Tree::new(child.id(), terminal, grace, home.clone());
-    forwarder.to(tree.shared());
     record.pgid = Some(child.id());
-    if let Err(e) = record::write(&record_path, &record) {
-        eprintln!("agentfs: cannot record the process group in {}: {e}", record_path.display());
-    }
+    let cmd_line = record.cmd.clone();
+    let live = std::sync::Arc::new(LiveRecord::new(record_path, record));
+    let tree = Tree::new(child.id(), terminal, grace, home.clone(), live.clone());
+    forwarder.to(tree.shared());
     match fallback_port {
         Some(port) => {
             let shown =
@@ -96,9 +97,9 @@ pub fn run(args: WrapArgs) -> Result<ExitCode> {
                  it gets PORT={port} and {} routes to 127.0.0.1:{port}",
                 me.url
             );
-            watch::register_tcp_fallback(home.clone(), me, child.id(), port, record.cmd.clone(), cwd);
+            watch::register_tcp_fallback(home.clone(), me, child.id(), port, cmd_line, cwd);
         }
-        None => watch::announce_when_listening(home.clone(), me),
+        None => watch::announce_when_listening(home.clone(), me, live),
     }
     Ok(ExitCode::from(tree.wait()))
 }
@@ -111,7 +112,7 @@ fn claim_instance(
     wanted: &Label,
     args: &WrapArgs,
     cwd: &Path,
-    grace: Duration,
+    (grace, port): (Duration, Option<u16>),
 ) -> Result<(Label, WrapperRecord, PathBuf)> {
     let run = home.run_dir();
     let lock = std::fs::File::open(&run).with_context(|| format!("cannot open {}", run.display()))?;
@@ -132,6 +133,9 @@ fn claim_instance(
         started_at_ms: liveness::now_ms(),
         pgid: None,
         stop_timeout_secs: Some(grace.as_secs()),
+        exits: Vec::new(),
+        port,
+        front_port: None,
     };
     let path = home.run_dir().join(format!("{}.json", wrapper_stem(app, &instance, record.wrapper_pid)));
     record::write(&path, &record).with_context(|| format!("cannot write {}", path.display()))?;

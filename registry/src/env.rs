@@ -34,6 +34,8 @@ pub const HTTP_PORT: &str = "AGENTFS_HTTP_PORT";
 pub const DRAIN_TIMEOUT_SECS: &str = "AGENTFS_DRAIN_TIMEOUT_SECS";
 /// `0` turns off the router's listeners on the apps' original ports.
 pub const ORIGINAL_PORTS: &str = "AGENTFS_ORIGINAL_PORTS";
+/// `agentfs wrap --port N`: the instance's primary port.
+pub const PORT: &str = "AGENTFS_PORT";
 /// Seconds between SIGTERM and SIGKILL when a wrapped process tree is
 /// stopped (default 5).
 pub const STOP_TIMEOUT_SECS: &str = "AGENTFS_STOP_TIMEOUT_SECS";

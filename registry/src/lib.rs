@@ -13,6 +13,7 @@
 //! - [`codesign`] — a macOS program's hardened runtime and DYLD entitlements.
 //! - [`atomic`] — write-temp-then-rename.
 //! - [`safefile`] — reading our small files: no FIFO, symlink, foreign or oversized file.
+//! - [`exit`] — how a reaped process of a wrapped tree ended: crash or restart.
 //! - [`liveness`] — is a pid alive; the clock.
 //! - [`procnet`] — Linux's `/proc/net` tables: does a Unix socket listen, who owns a TCP listener.
 //! - [`proctree`] — processes by parentage and group, their environment (Linux `/proc`).
@@ -28,6 +29,7 @@ pub mod atomic;
 pub mod binary;
 pub mod codesign;
 pub mod env;
+pub mod exit;
 pub mod home;
 pub mod launch;
 pub mod launch_probe;

@@ -1,11 +1,15 @@
 //! Listeners grouped the way hosts address them: app → instance → port →
-//! replicas. Encodes the two rules that the router and `agentfs ps` must
-//! agree on: an app's default instance is its earliest-started one, and an
-//! instance's primary port is the first it listened on.
+//! replicas. Encodes the rules that the router, `agentfs ps` and the banner
+//! must agree on: an app's default instance is its earliest-started one, and
+//! an instance's primary port is the one chosen with `wrap --port` (or
+//! `AGENTFS_PORT`) while it listens, else the first port whose answer to
+//! `GET /` was `text/html` (the front end, probed by the wrapper), else the
+//! first it listened on.
 
 use std::collections::BTreeMap;
 
 use crate::names::Label;
+use crate::record::WrapperRecord;
 use crate::scan::Listener;
 
 /// One instance of an app.
@@ -15,7 +19,8 @@ pub struct Instance {
     pub instance: Label,
     /// Start of its earliest listener.
     pub started_at_ms: u64,
-    /// The port it listened on first.
+    /// The port its plain URL reaches (see [`choose_primary`]; the first it
+    /// listened on until then).
     pub primary_port: u16,
     /// Port → replicas, earliest first.
     pub ports: BTreeMap<u16, Vec<Listener>>,
@@ -69,6 +74,20 @@ pub fn group(listeners: impl IntoIterator<Item = Listener>) -> BTreeMap<Label, A
     apps
 }
 
+/// Applies the wrappers' choices (`port`, then `front_port`) to the
+/// primary ports of their instances, where that port listens.
+pub fn choose_primary(apps: &mut BTreeMap<Label, App>, wrappers: &[WrapperRecord]) {
+    for app in apps.values_mut() {
+        for inst in &mut app.instances {
+            let mine = wrappers.iter().filter(|w| w.app == inst.app && w.instance == inst.instance);
+            let mut choices = mine.clone().filter_map(|w| w.port).chain(mine.filter_map(|w| w.front_port));
+            if let Some(p) = choices.find(|p| inst.ports.contains_key(p)) {
+                inst.primary_port = p;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,5 +139,32 @@ mod tests {
         assert_eq!(reps.len(), 2);
         assert_eq!(reps[0].name.replica, None);
         assert_eq!(reps[1].name.replica.unwrap().pid, 7);
+    }
+
+    #[test]
+    fn a_chosen_port_then_the_front_end_is_primary_where_it_listens() {
+        let w = |port: Option<u16>, front_port: Option<u16>| WrapperRecord {
+            v: 1,
+            app: Label::parse("pair").unwrap(),
+            instance: Label::parse("a").unwrap(),
+            wrapper_pid: 9,
+            cmd: vec![],
+            cwd: "/".into(),
+            started_at_ms: 0,
+            pgid: None,
+            stop_timeout_secs: None,
+            exits: Vec::new(),
+            port,
+            front_port,
+        };
+        let primary = |wrappers: &[WrapperRecord]| {
+            let mut apps = group(vec![l("pair", "a", 3001, 10, None), l("pair", "a", 5173, 20, None)]);
+            choose_primary(&mut apps, wrappers);
+            apps[&Label::parse("pair").unwrap()].instances[0].primary_port
+        };
+        assert_eq!(primary(&[]), 3001, "the first listened");
+        assert_eq!(primary(&[w(None, Some(5173))]), 5173, "the front end");
+        assert_eq!(primary(&[w(Some(3001), Some(5173))]), 3001, "--port wins");
+        assert_eq!(primary(&[w(Some(4000), Some(5173))]), 5173, "a chosen port that does not listen is skipped");
     }
 }

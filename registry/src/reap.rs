@@ -154,6 +154,9 @@ mod tests {
             started_at_ms: 0,
             pgid,
             stop_timeout_secs: Some(1),
+            exits: Vec::new(),
+            port: None,
+            front_port: None,
         }
     }
 
@@ -169,6 +172,13 @@ mod tests {
             .spawn()
             .unwrap();
         let mut other = std::process::Command::new("sleep").arg("30").process_group(0).spawn().unwrap();
+        // Until it has exec'ed, the child's environment is still this test's.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let ours = [(env::WRAPPER_PID, fake_wrapper.to_string())];
+        let ours: Vec<(&str, &str)> = ours.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        while !proctree::environ_has(tied.id(), &ours) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let all = proctree::list().unwrap();
         let t = leftovers(&record(fake_wrapper, Some(tied.id())), Some(&all));
         assert_eq!(t.group, Some(tied.id()));

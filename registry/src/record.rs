@@ -141,6 +141,18 @@ pub struct WrapperRecord {
     /// tree waits between SIGTERM and SIGKILL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_timeout_secs: Option<u64>,
+    /// The last processes of the tree the wrapper reaped, newest last (see
+    /// [`crate::exit`]): how a listener that is gone ended, when the wrapper
+    /// was the one to reap it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exits: Vec<crate::exit::Exit>,
+    /// The instance's primary port as chosen by `wrap --port` / `AGENTFS_PORT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// The first of its ports whose answer to `GET /` is `text/html`, as the
+    /// wrapper probed it (see [`crate::model::choose_primary`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub front_port: Option<u16>,
 }
 
 /// A record that cannot be read.

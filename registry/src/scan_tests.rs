@@ -47,6 +47,9 @@ fn sidecars_bare_sockets_and_wrappers() {
         started_at_ms: 1,
         pgid: None,
         stop_timeout_secs: None,
+        exits: Vec::new(),
+        port: None,
+        front_port: None,
     };
     record::write(&run.join("shop.feat.wrapper-9.json"), &w).unwrap();
     fs::write(run.join(".shop.main.3000.json.1-1.tmp"), b"partial").unwrap();
@@ -183,6 +186,9 @@ fn orphans_and_wrapper_records_are_removed_only_if_unchanged() {
         started_at_ms: 1,
         pgid: None,
         stop_timeout_secs: None,
+        exits: Vec::new(),
+        port: None,
+        front_port: None,
     };
     record::write(&run.join("shop.main.wrapper-9.json"), &w).unwrap();
     remove_wrapper_record(run, &w).unwrap();

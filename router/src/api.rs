@@ -94,6 +94,10 @@ pub struct StartingView {
     pub app: String,
     pub instance: String,
     pub wrapper_pid: u32,
+    /// It listened and crashed: the process that exited and how
+    /// (`pid 42, killed by signal 9 (SIGKILL)`); absent while starting or restarting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crashed: Option<String>,
 }
 
 /// Body of `PUT /v1/static/<host>`.

@@ -29,6 +29,8 @@ use crate::table::Table;
 struct Found {
     listeners: Vec<Listener>,
     wrappers: Vec<WrapperRecord>,
+    /// Pids whose listener files were removed because the pid is dead.
+    swept: Vec<u32>,
     statics: Option<StaticRoutes>,
     /// Why the home directory cannot be trusted now, if it cannot.
     unsafe_home: Option<String>,
@@ -101,12 +103,27 @@ async fn rescan(shared: &Arc<Shared>, memory: &mut Memory) {
     } else if let Some(s) = found.statics {
         memory.statics = s;
     }
-    let table = Table::build(found.listeners, found.wrappers, &memory.statics, &old, shared.port);
+    let mut table = Table::build(found.listeners, found.wrappers, &memory.statics, &old, shared.port);
+    table.follow_exits(&old, &found.swept);
+    let due = table.decision_due_ms();
     if !table.same_routes(&old) {
         drop(old);
         tracing::debug!("route table changed");
         shared.publish(table);
     }
+    if let Some(due) = due {
+        recheck_at(shared, due);
+    }
+}
+
+/// Rescans at `due_ms` (a crash-or-restart decision, see `crashes`).
+fn recheck_at(shared: &Arc<Shared>, due_ms: u64) {
+    let wait = due_ms.saturating_sub(agentfs_registry::liveness::now_ms());
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(wait + 1)).await;
+        shared.poke();
+    });
 }
 
 /// Logs once when the home directory becomes unsafe, and once when it is
@@ -145,14 +162,16 @@ fn scan_and_sweep(home: &Home) -> std::io::Result<(Found, Problems)> {
     let mut listeners = Vec::with_capacity(snap.listeners.len());
     let bare = snap.listeners.iter().any(|l| l.sidecar.is_none());
     let sockets = if bare { procnet::UnixTable::read() } else { None };
+    let mut swept = Vec::new();
     for l in snap.listeners {
         if let Some(why) = foreign_tcp_listener(&l) {
             problems.push((scan::sidecar_path(&run_dir, &l.stem), why));
         } else if l.maybe_alive() && !bare_and_gone(&l, sockets.as_ref()) {
             listeners.push(l);
         } else if sweep {
-            if let Err(e) = scan::remove_listener_files(&run_dir, &l) {
-                problems.push((scan::socket_path(&run_dir, &l.stem), format!("cannot remove: {e}")));
+            match scan::remove_listener_files(&run_dir, &l) {
+                Ok(()) => swept.extend(l.pid),
+                Err(e) => problems.push((scan::socket_path(&run_dir, &l.stem), format!("cannot remove: {e}"))),
             }
         }
     }
@@ -186,7 +205,7 @@ fn scan_and_sweep(home: &Home) -> std::io::Result<(Found, Problems)> {
             None
         }
     };
-    Ok((Found { listeners, wrappers, statics, unsafe_home }, problems))
+    Ok((Found { listeners, wrappers, swept, statics, unsafe_home }, problems))
 }
 
 /// A socket without a sidecar (an app that bound `$AGENTFS_SOCKET` itself)

@@ -9,7 +9,8 @@
 //! shapes), [`pidfile`] (who the running router is), [`error`].
 //!
 //! The request path, one phase per module: `host` (parse the Host) →
-//! `table` (resolve; an atomically swapped route table) → `pool` (pooled
+//! `table` (resolve; an atomically swapped route table; `crashes`: a crash
+//! told from a start or a restart) → `pool` (pooled
 //! upstream connections over `stream`) → `proxy` (forward, stream) /
 //! `tunnel` (upgrades), with `headers` (hop-by-hop, X-Forwarded-*, hop
 //! count), `answers` (the router's own 4xx/5xx), `dashboard` and `body`.
@@ -35,6 +36,7 @@ pub mod pidfile;
 
 mod answers;
 mod body;
+mod crashes;
 mod dashboard;
 mod dirwatch;
 mod discovery;

@@ -100,6 +100,10 @@ fn lookup(shared: &Shared, host: &Host<'_>, req: &Request<Incoming>) -> Step {
         Lookup::Route(set) => Step::Done(Resolved::Set(set.clone())),
         Lookup::Dashboard => Step::Done(Resolved::Dashboard(arc_swap::Guard::into_inner(table))),
         Lookup::Unknown => Step::Done(Resolved::Answer(not_found(host, &table, req))),
+        Lookup::Crashed(w, down, crash) => {
+            let who = format!("{} ({})", w.app, w.instance);
+            Step::Done(Resolved::Answer(crate::crashes::answer(&who, down, crash, Format::of(req.headers()))))
+        }
         Lookup::Starting(w) => Step::Wait {
             app: w.app.to_string(),
             instance: host.app_ref().and_then(|r| r.instance.map(str::to_owned)),

@@ -15,6 +15,7 @@ use agentfs_registry::routes::StaticRoutes;
 use agentfs_registry::scan::Listener;
 
 use crate::api::{AppView, InstanceView, PortView, RoutesView, StartingView, StaticView};
+use crate::crashes::{self, Crash, Down, Listened, Seen};
 use crate::host::Host;
 use crate::pool::Upstream;
 
@@ -74,8 +75,10 @@ impl AppRoutes {
 pub enum Lookup<'a> {
     Dashboard,
     Route(&'a Arc<ReplicaSet>),
-    /// Not listening yet, but its wrapper runs: wait for it.
+    /// Not listening yet (or restarting), but its wrapper runs: wait for it.
     Starting(&'a WrapperRecord),
+    /// It listened, and its listening process crashed while its wrapper runs.
+    Crashed(&'a WrapperRecord, &'a Down, &'a Crash),
     Unknown,
 }
 
@@ -94,6 +97,8 @@ pub struct Table {
     apps: HashMap<String, AppRoutes>,
     statics: HashMap<String, Arc<ReplicaSet>>,
     starting: Vec<WrapperRecord>,
+    /// Every running wrapper's record.
+    live_wrappers: Vec<WrapperRecord>,
     /// Every running wrapper, starting or not: its exit (SIGKILL) means its
     /// tree must be stopped at once (see `reaper`).
     wrapper_pids: Vec<u32>,
@@ -101,6 +106,10 @@ pub struct Table {
     /// Original port → who holds it, earliest-started first.
     originals: BTreeMap<u16, Vec<Holder>>,
     view: RoutesView,
+    /// Per running wrapper, the pids that last listened for its instance.
+    listened: Listened,
+    /// Instances that listened and whose listeners are gone (see `crashes`).
+    down: Vec<Down>,
 }
 
 /// An instance holding an original port: its app and its index there.
@@ -126,7 +135,7 @@ impl Table {
         old: &Table,
         router_port: u16,
     ) -> Table {
-        let mut t = Table { router_port, starting: wrappers, ..Table::default() };
+        let mut t = Table { router_port, live_wrappers: wrappers.clone(), starting: wrappers, ..Table::default() };
         t.starting.sort_by(|a, b| (&a.app, &a.instance, a.wrapper_pid).cmp(&(&b.app, &b.instance, b.wrapper_pid)));
         t.wrapper_pids = t.starting.iter().map(|w| w.wrapper_pid).collect();
         t.wrapper_pids.sort_unstable();
@@ -140,7 +149,9 @@ impl Table {
             let up = reuse(UpKey::Static { host: host.clone(), target: target.clone() }, target, None);
             t.statics.insert(host.clone(), ReplicaSet::new(host.clone(), String::new(), vec![up]));
         }
-        for (app, a) in model::group(listeners) {
+        let mut apps = model::group(listeners);
+        model::choose_primary(&mut apps, &t.live_wrappers);
+        for (app, a) in apps {
             let instances = a.instances.iter().map(|i| instance_routes(i, &mut reuse)).collect();
             t.apps.insert(app.as_str().to_owned(), AppRoutes::new(instances));
         }
@@ -181,6 +192,8 @@ impl Table {
         self.upstreams.keys().eq(other.upstreams.keys())
             && self.starting == other.starting
             && self.wrapper_pids == other.wrapper_pids
+            && self.down == other.down
+            && self.live_wrappers == other.live_wrappers
             && self.router_port == other.router_port
     }
 
@@ -204,7 +217,40 @@ impl Table {
             .starting
             .iter()
             .find(|w| w.app.as_str() == r.app && r.instance.is_none_or(|label| w.instance.as_str() == label));
-        waiting.map_or(Lookup::Unknown, Lookup::Starting)
+        let Some(w) = waiting else { return Lookup::Unknown };
+        let down = self.down.iter().find(|d| d.wrapper_pid == w.wrapper_pid);
+        match down.and_then(|d| d.crash.as_ref().map(|c| (d, c))) {
+            Some((d, crash)) => Lookup::Crashed(w, d, crash),
+            None => Lookup::Starting(w),
+        }
+    }
+
+    /// Follows the instances that listened in `old` (see `crashes`):
+    /// `swept` are the pids whose files this scan removed as dead.
+    pub fn follow_exits(&mut self, old: &Table, swept: &[u32]) {
+        let listening = |w: &WrapperRecord| -> Vec<Seen> {
+            let Some(a) = self.apps.get(w.app.as_str()) else { return Vec::new() };
+            let Some(i) = a.instances.iter().find(|i| i.label == w.instance) else { return Vec::new() };
+            let ls = i.ports.values().flat_map(|s| s.upstreams.iter()).filter_map(|u| u.listener.as_ref());
+            let seen = |l: &Listener| {
+                Some(Seen { pid: l.pid?, cmd: l.sidecar.as_ref().map(|s| s.cmd.clone()).unwrap_or_default() })
+            };
+            ls.filter_map(seen).collect()
+        };
+        let world = crashes::World { now_ms: agentfs_registry::liveness::now_ms(), restarting: &crashes::tree_runs };
+        let (listened, down) =
+            crashes::follow(&self.live_wrappers, listening, (&old.listened, &old.down), swept, &world);
+        for v in &mut self.view.starting {
+            let d = down.iter().find(|d| d.wrapper_pid == v.wrapper_pid);
+            v.crashed = d.and_then(|d| d.crash.as_ref().map(|c| format!("pid {}, {}", d.pid, c.describe())));
+        }
+        self.listened = listened;
+        self.down = down;
+    }
+
+    /// The earliest time (ms since the epoch) a crash-or-restart decision is due.
+    pub fn decision_due_ms(&self) -> Option<u64> {
+        self.down.iter().filter_map(|d| d.deciding_until_ms).min()
     }
 
     /// The live routes, as the API and the dashboard show them.
@@ -259,6 +305,7 @@ impl Table {
                 app: w.app.to_string(),
                 instance: w.instance.to_string(),
                 wrapper_pid: w.wrapper_pid,
+                crashed: None,
             })
             .collect();
         RoutesView { apps, static_routes, starting, original_ports: Vec::new() }

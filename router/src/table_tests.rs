@@ -37,6 +37,9 @@ fn table(statics: &StaticRoutes, old: &Table) -> Table {
         started_at_ms: 1,
         pgid: None,
         stop_timeout_secs: None,
+        exits: Vec::new(),
+        port: None,
+        front_port: None,
     };
     Table::build(ls, vec![w], statics, old, 7355)
 }
@@ -121,6 +124,9 @@ fn wrappers_of_listening_instances_are_watched_too() {
         started_at_ms: 1,
         pgid: Some(pid + 1),
         stop_timeout_secs: None,
+        exits: Vec::new(),
+        port: None,
+        front_port: None,
     };
     let mut l = listener("shop", "main", 3000, 10, None);
     l.pid = Some(40);

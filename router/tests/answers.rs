@@ -67,6 +67,9 @@ fn wrapper(env: &Env, app: &str, instance: &str, pid: u32) -> std::path::PathBuf
         started_at_ms: 1,
         pgid: None,
         stop_timeout_secs: None,
+        exits: Vec::new(),
+        port: None,
+        front_port: None,
     };
     record::write(&path, &w).unwrap();
     path

@@ -126,7 +126,6 @@ fn accepted(fd: c_int, out: &OutAddr, call: impl FnOnce(*mut sockaddr, *mut sock
         out.write_raw(&name.storage, name.len);
         return Outcome::Done(conn);
     };
-    let family = listener.local.family();
     let peer_port = match clientport::from_name(&name) {
         Some(port) => port,
         None if out.wanted() => sys::inode(conn).map_or(0, port_for_inode),
@@ -136,12 +135,27 @@ fn accepted(fd: c_int, out: &OutAddr, call: impl FnOnce(*mut sockaddr, *mut sock
     if listener.options.get(libc::SOL_SOCKET, libc::SO_SNDBUF).is_some() {
         sys::tcp_like_send_buffer(conn);
     }
-    let state = FdState { kind: Kind::Conn, local, peer: Addr::loopback(family, peer_port), ..FdState::default() };
+    let state =
+        FdState { kind: Kind::Conn, local, peer: loopback_peer(listener.local, peer_port), ..FdState::default() };
     fdtable::set(conn, state);
     if out.wanted() {
         out.write(state.peer);
     }
     Outcome::Done(conn)
+}
+
+/// The peer of a connection to a listener, as TCP would report it: loopback
+/// of its family, and `::ffff:127.0.0.1` when it was bound to an
+/// IPv4-mapped address (Java's default, `[::ffff:127.0.0.1]`), which only
+/// IPv4 clients can reach.
+fn loopback_peer(listener: Addr, port: u16) -> Addr {
+    match listener.to_std().ip() {
+        std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => {
+            let mapped = std::net::Ipv4Addr::LOCALHOST.to_ipv6_mapped();
+            Addr::from_std(std::net::SocketAddr::new(mapped.into(), port))
+        }
+        _ => Addr::loopback(listener.family(), port),
+    }
 }
 
 /// The local address of a connection to a listener: its address, or
