@@ -151,6 +151,7 @@ fn probe<S: Read + Write>(mut s: S, host: &str, timeout: fn(&S, Option<Duration>
         timeout(s, Some(QUIET)).is_ok() && s.read(&mut [0u8; 1]).is_err_and(quiet)
     };
     if !silent(&mut s) || s.write_all(b"GET / HTTP/1.1\r\n").is_err() || !silent(&mut s) {
+        drain(&mut s, timeout);
         return false;
     }
     let rest = format!("Host: {host}\r\nAccept: text/html\r\nUser-Agent: agentfs-probe\r\nConnection: close\r\n\r\n");
@@ -169,6 +170,19 @@ fn probe<S: Read + Write>(mut s: S, host: &str, timeout: fn(&S, Option<Duration>
         }
     }
     is_html_answer(&buf[..len])
+}
+
+/// Reads what the server sent before the probe closes: a Unix socket closed
+/// with unread data resets its peer (an SMTP server that greeted would see
+/// ECONNRESET instead of a client that left).
+fn drain<S: Read>(s: &mut S, timeout: fn(&S, Option<Duration>) -> io::Result<()>) {
+    let _ = timeout(s, Some(Duration::from_millis(20)));
+    let mut buf = [0u8; 4096];
+    for _ in 0..16 {
+        if !matches!(s.read(&mut buf), Ok(n) if n > 0) {
+            return;
+        }
+    }
 }
 
 /// An HTTP response head whose `Content-Type` is `text/html`.
