@@ -110,7 +110,7 @@ fn redis_first_then_an_http_app_the_url_serves_the_http_app() {
     c.current_dir(dir.path());
     let app = Proc::spawn(c);
     env.wait_routed(&format!("{web}.a.stack.localhost"), START);
-    wait_stderr(&app, &format!("({redis})"), START);
+    wait_stderr(&app, &format!("port {redis}: not HTTP"), START);
     // Only ask the instance URL once the router routes it to the HTTP app:
     // a request sent to redis before would be logged (by redis, rightly).
     wait_for("the router to make the HTTP app primary", START, || {

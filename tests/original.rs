@@ -73,7 +73,9 @@ fn redis_cli_reaches_a_wrapped_redis_server_on_its_port() {
     let port = free_port().to_string();
     let args = ["--name", "cache", "--instance", "main", "--", "redis-server", "--port", &port, "--save", ""];
     let p = wrap_in(&env, dir.path(), &args);
-    wait_stderr(&p, "agentfs: cache (main) →", START);
+    let banner = wait_stderr(&p, "agentfs: cache (main) →", START);
+    assert!(banner.contains(&format!("port {port}: not HTTP")), "the banner says it is no URL: {banner}");
+    assert!(banner.contains(&format!("also http://localhost:{port}")), "{banner}");
     let files = env.home.run_files();
     assert!(files.iter().any(|f| f.starts_with(&format!("cache.main.{port}."))), "converted: {files:?}");
     let pong = wait_for("redis-cli ping", START, || {

@@ -66,11 +66,23 @@ pub struct Front {
     announced: Option<String>,
     /// What the router says of each port's `localhost:<port>` (see `watch`).
     originals: Vec<String>,
+    /// Ports the probe found speaking something else than HTTP: reached on
+    /// their original port, not by URL.
+    not_http: Vec<u16>,
 }
 
 impl Front {
     pub fn new(live: Arc<LiveRecord>, chosen: Option<u16>) -> Front {
-        Front { live, chosen, front: None, ports: Vec::new(), last_new: None, announced: None, originals: Vec::new() }
+        Front {
+            live,
+            chosen,
+            front: None,
+            ports: Vec::new(),
+            last_new: None,
+            announced: None,
+            originals: Vec::new(),
+            not_http: Vec::new(),
+        }
     }
 
     /// New ports listen: probe them (unless a port was chosen or the front
@@ -89,10 +101,14 @@ impl Front {
         let host = format!("{}:{}", hostname(&me.app, Some(&me.instance)), me.router_port);
         for port in new {
             let target = snap.listeners.iter().find(|l| l.port() == *port).map(|l| l.target.clone());
-            if target.is_some_and(|t| serves_html(&t, &host)) {
-                self.front = Some(*port);
-                self.live.update(|r| r.front_port = Some(*port));
-                return;
+            match target.map(|t| probe_target(&t, &host)) {
+                Some(Answer::Html) => {
+                    self.front = Some(*port);
+                    self.live.update(|r| r.front_port = Some(*port));
+                    return;
+                }
+                Some(Answer::NotHttp) => self.not_http.push(*port),
+                _ => {}
             }
         }
     }
@@ -119,44 +135,59 @@ impl Front {
     fn banner(&self, me: &Instance) -> String {
         let primary = self.primary();
         let host = hostname(&me.app, Some(&me.instance));
-        let mut urls = Vec::new();
-        if let Some(p) = primary {
-            urls.push(format!("{} ({p})", me.url));
-        }
-        for p in self.ports.iter().filter(|p| Some(**p) != primary) {
-            urls.push(format!("{} ({p})", url(&format!("{p}.{host}"), me.router_port)));
-        }
+        let others = self.ports.iter().copied().filter(|p| Some(*p) != primary);
+        let urls: Vec<String> = primary
+            .into_iter()
+            .chain(others)
+            .map(|p| match (Some(p) == primary, self.not_http.contains(&p)) {
+                (_, true) => format!("port {p}: not HTTP, reached on its own port"),
+                (true, false) => format!("{} ({p})", me.url),
+                (false, false) => format!("{} ({p})", url(&format!("{p}.{host}"), me.router_port)),
+            })
+            .collect();
         format!("agentfs: {} ({}) → {}{}", me.app, me.instance, urls.join(" · "), self.originals.concat())
     }
 }
 
-/// Whether the listener answers `GET /` with `text/html` (see the module doc).
-fn serves_html(target: &Target, host: &str) -> bool {
-    match target {
-        Target::Unix(path) => {
-            let Ok(p) = SockPath::new(path) else { return false };
-            UnixStream::connect(p.as_path()).is_ok_and(|s| probe(s, host, UnixStream::set_read_timeout))
-        }
-        Target::Tcp { host: h, port } => {
-            let Ok(ip) = h.parse() else { return false };
-            TcpStream::connect_timeout(&SocketAddr::new(ip, *port), ANSWER)
-                .is_ok_and(|s| probe(s, host, TcpStream::set_read_timeout))
-        }
-    }
+/// What a listener's answer to the probe says.
+#[derive(Debug, PartialEq, Eq)]
+enum Answer {
+    /// `GET /` answered with `text/html`: the front end.
+    Html,
+    /// Another HTTP answer, or none.
+    Other,
+    /// It greeted first, or answered the request line alone (redis).
+    NotHttp,
 }
 
-fn probe<S: Read + Write>(mut s: S, host: &str, timeout: fn(&S, Option<Duration>) -> io::Result<()>) -> bool {
+/// Probes the listener (see the module doc).
+fn probe_target(target: &Target, host: &str) -> Answer {
+    let answer = match target {
+        Target::Unix(path) => {
+            let Ok(p) = SockPath::new(path) else { return Answer::Other };
+            UnixStream::connect(p.as_path()).map(|s| probe(s, host, UnixStream::set_read_timeout))
+        }
+        Target::Tcp { host: h, port } => {
+            let Ok(ip) = h.parse() else { return Answer::Other };
+            TcpStream::connect_timeout(&SocketAddr::new(ip, *port), ANSWER)
+                .map(|s| probe(s, host, TcpStream::set_read_timeout))
+        }
+    };
+    answer.unwrap_or(Answer::Other)
+}
+
+fn probe<S: Read + Write>(mut s: S, host: &str, timeout: fn(&S, Option<Duration>) -> io::Result<()>) -> Answer {
     let silent = |s: &mut S| {
         let quiet = |e: io::Error| matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut);
         timeout(s, Some(QUIET)).is_ok() && s.read(&mut [0u8; 1]).is_err_and(quiet)
     };
     if !silent(&mut s) || s.write_all(b"GET / HTTP/1.1\r\n").is_err() || !silent(&mut s) {
         drain(&mut s, timeout);
-        return false;
+        return Answer::NotHttp;
     }
     let rest = format!("Host: {host}\r\nAccept: text/html\r\nUser-Agent: agentfs-probe\r\nConnection: close\r\n\r\n");
     if s.write_all(rest.as_bytes()).is_err() || timeout(&s, Some(ANSWER)).is_err() {
-        return false;
+        return Answer::Other;
     }
     let mut buf = [0u8; 16 * 1024];
     let mut len = 0;
@@ -169,7 +200,7 @@ fn probe<S: Read + Write>(mut s: S, host: &str, timeout: fn(&S, Option<Duration>
             break;
         }
     }
-    is_html_answer(&buf[..len])
+    if is_html_answer(&buf[..len]) { Answer::Html } else { Answer::Other }
 }
 
 /// Reads what the server sent before the probe closes: a Unix socket closed
