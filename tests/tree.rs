@@ -235,3 +235,23 @@ fn without_a_router_the_next_ps_stops_what_a_killed_wrapper_left() {
     wait_gone("the tree", &tree, sent + Duration::from_secs(GRACE_SECS + 1));
     assert!(env.home.run_files().is_empty(), "{:?}", env.home.run_files());
 }
+
+#[test]
+fn a_static_child_that_listens_on_tcp_is_routed_and_named() {
+    let env = Env::new("unseen");
+    let dir = TempDir::new("unseen");
+    let exe = compile_c("static_server.c", dir.path(), &["-static"]);
+    let port = free_port();
+    // sh (which takes the shim) starts a static program (which cannot): only the scan finds its listener.
+    let script = format!("PORT={port} {}; true", exe.display());
+    let started = Instant::now();
+    let app = wrap_in(&env, dir.path(), &["--name", "stat", "--instance", "main", "--", "sh", "-c", &script]);
+    let said = wait_stderr(&app, "which the shim cannot enter (statically linked)", Duration::from_secs(10));
+    assert!(said.contains(&format!("listens on TCP 127.0.0.1:{port}")), "{said}");
+    assert!(said.contains("a second copy will collide on that port"), "{said}");
+    let r = env.wait_routed("stat.localhost", Duration::from_secs(2));
+    assert!(r.body.contains("static hello"), "{r:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "routed {:?} after the start", started.elapsed());
+    let ps = env.run(&["ps", "--json"]);
+    assert!(ps.stdout.contains(&format!("tcp:127.0.0.1:{port}")), "{}", ps.stdout);
+}

@@ -7,7 +7,8 @@
 //!   `shim` (the embedded shim), `program` (can the shim enter CMD?), `launch` (SIP-proof start),
 //!   `tree` (the command's process group and descendants, stopped together), `terminal`
 //!   (the tty handed to that group and back), `signals` (forwarding), `live_record` (the wrapper
-//!   record, rewritten with reaped descendants' exits and the front port), `front` (the primary port, the banner), `watch` (banner, PORT fallback route).
+//!   record, rewritten with reaped descendants' exits and the front port), `front` (the primary port, the banner), `watch` (banner, PORT fallback route),
+//!   `unseen` (TCP listeners of the tree that the shim cannot enter, routed over TCP).
 //! - `ps` (with `crashed`: which instances count as crashed), `route`, `router_ctl` (with `router_log`, the rotated log), `doctor` — the other commands.
 //! - `sys` — the system calls std lacks (kill, setsid, the parent-death signal, tcsetpgrp, child pids).
 #![deny(unsafe_code)]
@@ -30,6 +31,7 @@ mod signals;
 mod sys;
 mod terminal;
 mod tree;
+mod unseen;
 mod watch;
 mod wrap;
 

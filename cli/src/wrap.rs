@@ -27,6 +27,7 @@ use crate::tree::{self, Tree};
 use crate::{front, identity, launch, router_ctl, shim, watch};
 
 /// Who this wrapper runs, and where it is reachable.
+#[derive(Clone)]
 pub struct Instance {
     pub app: Label,
     pub instance: Label,
@@ -99,7 +100,10 @@ pub fn run(args: WrapArgs) -> Result<ExitCode> {
             );
             watch::register_tcp_fallback(home.clone(), me, child.id(), port, cmd_line, cwd);
         }
-        None => watch::announce_when_listening(home.clone(), me, live),
+        None => {
+            crate::unseen::watch(home.clone(), me.clone(), cwd);
+            watch::announce_when_listening(home.clone(), me, live);
+        }
     }
     Ok(ExitCode::from(tree.wait()))
 }

@@ -62,56 +62,78 @@ impl UnixTable {
     }
 }
 
+/// One listening TCP socket from `/proc/net/tcp{,6}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpListen {
+    pub local: SocketAddr,
+    pub uid: u32,
+    /// The socket's inode: `socket:[<inode>]` among a process's descriptors.
+    pub inode: u64,
+}
+
+/// Every listening TCP socket of both families (empty where unknown).
+pub fn tcp_listeners() -> Vec<TcpListen> {
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().filter_map(|t| read_table(t)).flat_map(|t| listens_in(&t)).collect()
+}
+
+fn listens_in(table: &str) -> Vec<TcpListen> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let local = parse_hex_addr(cols.get(1)?)?;
+            let listening = u8::from_str_radix(cols.get(3)?, 16).ok()? == TCP_LISTEN;
+            let uid = cols.get(7)?.parse().ok()?;
+            let inode = cols.get(9)?.parse().ok()?;
+            listening.then_some(TcpListen { local, uid, inode })
+        })
+        .collect()
+}
+
 /// The uid owning the TCP socket that listens for `addr` (on its address or
 /// the wildcard of either family), `None` when none does or the tables
 /// cannot be read.
 pub fn tcp_listener_uid(addr: SocketAddr) -> Option<u32> {
-    ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .filter_map(|t| read_table(t))
-        .find_map(|table| tcp_listener_uid_in(&table, addr))
+    uid_for(&tcp_listeners(), addr)
+}
+
+fn uid_for(listens: &[TcpListen], addr: SocketAddr) -> Option<u32> {
+    listens.iter().find(|l| l.local.port() == addr.port() && covers(l.local.ip(), addr.ip())).map(|l| l.uid)
 }
 
 /// Who listens on TCP `port` of loopback or the wildcard (either family):
 /// `pid 4242 (postgres)`, or `uid 1000` when the process cannot be found.
 pub fn tcp_port_holder(port: u16) -> Option<String> {
-    let (uid, inode) = ["/proc/net/tcp", "/proc/net/tcp6"].iter().filter_map(|t| read_table(t)).find_map(|table| {
-        table.lines().skip(1).find_map(|line| {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            let local = parse_hex_addr(cols.get(1)?)?;
-            let listening = u8::from_str_radix(cols.get(3)?, 16).ok()? == TCP_LISTEN;
-            let ours =
-                local.ip().is_loopback() || local.ip().is_unspecified() || covers(local.ip(), [127, 0, 0, 1].into());
-            (listening && ours && local.port() == port)
-                .then(|| Some((cols.get(7)?.to_string(), cols.get(9)?.to_string())))?
-        })
-    })?;
-    let needle = format!("socket:[{inode}]");
+    let found = tcp_listeners().into_iter().find(|l| l.local.port() == port && reaches_loopback(l.local.ip()))?;
     let pid = std::fs::read_dir("/proc").ok()?.flatten().find_map(|p| {
         let pid: u32 = p.file_name().to_str()?.parse().ok()?;
-        let fds = std::fs::read_dir(p.path().join("fd")).ok()?;
-        fds.flatten()
-            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == needle.as_str()))
-            .then_some(pid)
+        socket_inodes(pid).contains(&found.inode).then_some(pid)
     });
     match pid {
         Some(pid) => {
             let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
             Some(format!("pid {pid} ({})", comm.trim()))
         }
-        None => Some(format!("uid {uid}")),
+        None => Some(format!("uid {}", found.uid)),
     }
 }
 
-fn tcp_listener_uid_in(table: &str, addr: SocketAddr) -> Option<u32> {
-    table.lines().skip(1).find_map(|line| {
-        // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid ...
-        let cols: Vec<&str> = line.split_whitespace().collect();
-        let local = parse_hex_addr(cols.get(1)?)?;
-        let state = u8::from_str_radix(cols.get(3)?, 16).ok()?;
-        let uid = cols.get(7)?.parse().ok()?;
-        (state == TCP_LISTEN && local.port() == addr.port() && covers(local.ip(), addr.ip())).then_some(uid)
-    })
+/// Whether a listener bound to `ip` takes connections to loopback.
+pub fn reaches_loopback(ip: IpAddr) -> bool {
+    ip.is_loopback() || ip.is_unspecified() || covers(ip, [127, 0, 0, 1].into())
+}
+
+/// The inodes of the sockets among `pid`'s descriptors.
+pub fn socket_inodes(pid: u32) -> std::collections::BTreeSet<u64> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return Default::default() };
+    fds.flatten()
+        .filter_map(|fd| {
+            let link = std::fs::read_link(fd.path()).ok()?;
+            link.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+        })
+        .collect()
 }
 
 /// Whether a listener bound to `bound` receives connections for `to`.
@@ -190,6 +212,10 @@ Num       RefCount Protocol Flags    Type St Inode Path
 
     fn a(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    fn tcp_listener_uid_in(table: &str, addr: SocketAddr) -> Option<u32> {
+        uid_for(&listens_in(table), addr)
     }
 
     #[test]
