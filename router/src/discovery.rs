@@ -231,6 +231,12 @@ fn bare_and_gone(l: &Listener, sockets: Option<&procnet::UnixTable>) -> bool {
 
 /// Whether a connect to the socket at `path` is refused (nothing listens),
 /// asked without blocking: a full queue is busy, not gone.
+#[cfg(not(target_os = "linux"))]
+fn refuses(_: &std::path::Path) -> bool {
+    false // no socket table there either: never asked
+}
+
+#[cfg(target_os = "linux")]
 fn refuses(path: &std::path::Path) -> bool {
     use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
     let Ok(addr) = SocketAddrUnix::new(path) else { return false };
