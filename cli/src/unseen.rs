@@ -16,9 +16,9 @@ use std::thread;
 use std::time::Duration;
 
 use agentfs_registry::binary::{self, Binary};
-use agentfs_registry::record::{self, Family, Sidecar, VERSION};
-use agentfs_registry::{Home, SocketName, liveness, procnet, proctree, scan};
+use agentfs_registry::{Home, SocketName, procnet, proctree, scan};
 
+use crate::watch::{TcpRoute, write_tcp_route};
 use crate::wrap::Instance;
 
 /// How often the tree is looked at.
@@ -87,22 +87,8 @@ fn route(home: &Home, me: &Instance, u: &Unseen, cwd: &std::path::Path) {
     let target =
         SocketAddr::new(if u.local.is_ipv6() { [0, 0, 0, 0, 0, 0, 0, 1].into() } else { [127, 0, 0, 1].into() }, port);
     let comm = std::fs::read_to_string(format!("/proc/{}/comm", u.pid)).unwrap_or_default();
-    let sidecar = Sidecar {
-        v: VERSION,
-        app: me.app.clone(),
-        instance: me.instance.clone(),
-        port,
-        socket: None,
-        tcp: Some(target),
-        pid: u.pid,
-        wrapper_pid: Some(me.wrapper_pid),
-        family: if u.local.is_ipv6() { Family::Ipv6 } else { Family::Ipv4 },
-        addr: u.local.ip(),
-        cmd: vec![comm.trim().to_owned()],
-        cwd: cwd.to_owned(),
-        started_at_ms: liveness::now_ms(),
-    };
-    if let Err(e) = record::write(&scan::sidecar_path(&home.run_dir(), &stem), &sidecar) {
+    let route = TcpRoute { pid: u.pid, bound: u.local, target, cmd: vec![comm.trim().to_owned()], cwd: cwd.to_owned() };
+    if let Err(e) = write_tcp_route(home, me, route) {
         return eprintln!("agentfs: cannot route {} (pid {}) on TCP {}: {e}", comm.trim(), u.pid, u.local);
     }
     eprintln!(

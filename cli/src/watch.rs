@@ -128,23 +128,8 @@ pub fn register_tcp_fallback(home: Home, me: Instance, pid: u32, port: u16, cmd:
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         while liveness::pid_alive(pid) {
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                let sidecar = Sidecar {
-                    v: VERSION,
-                    app: me.app.clone(),
-                    instance: me.instance.clone(),
-                    port,
-                    socket: None,
-                    tcp: Some(addr),
-                    pid,
-                    wrapper_pid: Some(me.wrapper_pid),
-                    family: Family::Ipv4,
-                    addr: addr.ip(),
-                    cmd,
-                    cwd,
-                    started_at_ms: liveness::now_ms(),
-                };
-                let stem = SocketName::new(me.app.clone(), me.instance.clone(), port).stem();
-                match record::write(&scan::sidecar_path(&home.run_dir(), &stem), &sidecar) {
+                let route = TcpRoute { pid, bound: addr, target: addr, cmd, cwd };
+                match write_tcp_route(&home, &me, route) {
                     Ok(()) => banner(&home, &me, port, true),
                     Err(e) => eprintln!("agentfs: cannot register the route to 127.0.0.1:{port}: {e}"),
                 }
@@ -153,4 +138,38 @@ pub fn register_tcp_fallback(home: Home, me: Instance, pid: u32, port: u16, cmd:
             thread::sleep(FIRST_POLL);
         }
     });
+}
+
+/// A listener of the instance reached over TCP (not through the shim).
+pub struct TcpRoute {
+    pub pid: u32,
+    /// The address it bound (`0.0.0.0:8000`, `127.0.0.1:3000`).
+    pub bound: SocketAddr,
+    /// Where the router connects (loopback of the same family).
+    pub target: SocketAddr,
+    pub cmd: Vec<String>,
+    pub cwd: PathBuf,
+}
+
+/// Writes the sidecar that routes port `route.bound.port()` of the instance
+/// to `route.target` over TCP.
+pub fn write_tcp_route(home: &Home, me: &Instance, route: TcpRoute) -> std::io::Result<()> {
+    let port = route.bound.port();
+    let sidecar = Sidecar {
+        v: VERSION,
+        app: me.app.clone(),
+        instance: me.instance.clone(),
+        port,
+        socket: None,
+        tcp: Some(route.target),
+        pid: route.pid,
+        wrapper_pid: Some(me.wrapper_pid),
+        family: if route.bound.is_ipv6() { Family::Ipv6 } else { Family::Ipv4 },
+        addr: route.bound.ip(),
+        cmd: route.cmd,
+        cwd: route.cwd,
+        started_at_ms: liveness::now_ms(),
+    };
+    let stem = SocketName::new(me.app.clone(), me.instance.clone(), port).stem();
+    record::write(&scan::sidecar_path(&home.run_dir(), &stem), &sidecar)
 }
