@@ -243,14 +243,32 @@ pub fn remove_listener_files(run_dir: &Path, listener: &Listener) -> io::Result<
         (Some(ino), Ok(meta)) => meta.ino() != ino,
         _ => false,
     };
-    let doomed: &[&PathBuf] = if socket_replaced { &[&json] } else { &[&sock, &json] };
+    // A live binder's claim: the socket outlives the process that listened
+    // (uvicorn's parent holds it across its workers' restarts).
+    let held = claim_holder(run_dir, &listener.stem).is_some_and(crate::liveness::pid_alive);
+    let doomed: &[&PathBuf] = if socket_replaced || held { &[&json] } else { &[&sock, &json] };
     for path in doomed {
         match fs::remove_file(path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
     }
+    if !socket_replaced && !held {
+        remove_if_present(&claim_path(run_dir, &listener.stem))?;
+    }
     Ok(())
+}
+
+/// `.<stem>.claim`: the shim's mark on a socket bound and not yet announced
+/// by its binder (pid on the first line).
+pub fn claim_path(run_dir: &Path, stem: &str) -> PathBuf {
+    run_dir.join(format!(".{stem}.claim"))
+}
+
+/// The pid on a claim's first line.
+fn claim_holder(run_dir: &Path, stem: &str) -> Option<u32> {
+    let text = crate::safefile::read_small(&claim_path(run_dir, stem), 128).ok()?;
+    String::from_utf8(text).ok()?.lines().next()?.trim().parse().ok()
 }
 
 /// Removes the sidecar of an orphan found by [`scan`] (its socket was

@@ -111,7 +111,7 @@ fn place(fd: c_int, id: &Identity, addr: SocketAddr) -> Result<PathBuf, Refusal>
     for _attempt in 0..3 {
         let name = choose_name(id, local, rep.v6only, rep.reuseport)?;
         let path = scan::socket_path(&id.run_dir, &name.stem_in(&id.run_dir));
-        let Some(claim) = Claim::take(&path)? else { continue };
+        let Some(claim) = Claim::take(&path, addr)? else { continue };
         match bind_unix(rep.new.raw(), &path) {
             Ok(()) => return record(fd, rep, path, local).inspect(|_| claim.keep()),
             Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => continue,
@@ -260,27 +260,37 @@ fn holder_alive(run_dir: &Path, stem: &str, path: &Path) -> bool {
 /// A claim (`.<stem>.claim`) naming another process that is alive.
 fn claimed_by_other(socket: &Path) -> bool {
     let Some(claim) = claim_path(socket) else { return false };
-    // Never blocks or follows: a FIFO or symlink there is no claim (and is replaced).
-    let text = safefile::read_small(&claim, 64).ok().and_then(|b| String::from_utf8(b).ok());
-    let pid = text.and_then(|s| s.trim().parse::<u32>().ok());
+    let pid = read_claim(&claim).map(|(pid, _)| pid);
     pid.is_some_and(|p| p != std::process::id() && liveness::pid_alive(p))
 }
 
+/// A claim's pid and the address the app bound (`<pid>\n<addr>`; older
+/// claims hold the pid only).
+pub fn read_claim(claim: &Path) -> Option<(u32, Option<SocketAddr>)> {
+    // Never blocks or follows: a FIFO or symlink there is no claim (and is replaced).
+    let text = safefile::read_small(claim, 128).ok().and_then(|b| String::from_utf8(b).ok())?;
+    let mut lines = text.lines();
+    let pid = lines.next()?.trim().parse::<u32>().ok()?;
+    Some((pid, lines.next().and_then(|a| a.trim().parse().ok())))
+}
+
 /// This process's hold on a socket name from before its bind until its
-/// sidecar is written: `.<stem>.claim` holding our pid, created exclusively.
+/// sidecar is written: `.<stem>.claim` holding our pid and the address bound,
+/// created exclusively. The address lets another process that inherits the
+/// socket before it listens (uvicorn's spawned workers) recognise it.
 /// Dropped (and removed) unless kept.
 struct Claim(Option<PathBuf>);
 
 impl Claim {
     /// Takes the claim; `None` when a live process holds it.
-    fn take(socket: &Path) -> Result<Option<Claim>, Refusal> {
+    fn take(socket: &Path, addr: SocketAddr) -> Result<Option<Claim>, Refusal> {
         let Some(path) = claim_path(socket) else { return Err("socket path has no file name".into()) };
         for _ in 0..2 {
             let created = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path);
             match created {
                 Ok(mut f) => {
                     use std::io::Write;
-                    let _ = write!(f, "{}", std::process::id());
+                    let _ = write!(f, "{}\n{addr}\n", std::process::id());
                     return Ok(Some(Claim(Some(path))));
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {

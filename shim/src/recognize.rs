@@ -2,7 +2,9 @@
 //! exec, over SCM_RIGHTS (Node cluster workers), or after a close the shim
 //! did not see — are recognised by asking the kernel for their Unix name: a
 //! socket file under `run/` with a sidecar (only the shim writes them, after
-//! listen) is ours, and the sidecar says which TCP address to report. A Unix
+//! listen) is ours, and the sidecar says which TCP address to report; one
+//! bound but not yet listening (uvicorn binds in its parent and listens in
+//! spawned workers) has its binder's claim, which names the address. A Unix
 //! socket the app made itself there (binding `$AGENTFS_SOCKET`) has no
 //! sidecar and stays what it is.
 
@@ -13,7 +15,7 @@ use libc::c_int;
 
 use agentfs_registry::record::{self, Sidecar};
 use agentfs_registry::runfile::RunFile;
-use agentfs_registry::scan;
+use agentfs_registry::{liveness, scan};
 
 use crate::fdtable::{FdState, Kind};
 use crate::sockaddr::Addr;
@@ -38,7 +40,8 @@ pub fn recognize(fd: c_int) -> Option<FdState> {
     if let Some(path) = own.unix_path() {
         let local = bound_addr(&run_dir, stem_in_run(path, &run_dir)?)?;
         let family = local.family();
-        if sys::is_listening(fd) {
+        // Listening, or bound and not yet listening (no peer): a listener.
+        if sys::is_listening(fd) || sys::peer_name(fd).is_none() {
             return Some(FdState { kind: Kind::Listener, local, ..FdState::default() });
         }
         let peer = Addr::loopback(family, clientport::of_peer(fd).unwrap_or_else(ino));
@@ -73,10 +76,15 @@ fn stem_in_run<'a>(path: &'a [u8], run_dir: &Path) -> Option<&'a str> {
     }
 }
 
-/// The address the app bound, from the socket's sidecar.
+/// The address the app bound, from the socket's sidecar, or, before any
+/// process has listened on it, from the claim of the process that bound it
+/// (alive: a claim outlives its process only until the next bind sweeps it).
 fn bound_addr(run_dir: &Path, stem: &str) -> Option<Addr> {
-    let sc = record::read::<Sidecar>(&scan::sidecar_path(run_dir, stem)).ok()?;
-    Some(Addr::from_std(SocketAddr::new(sc.addr, sc.port)))
+    if let Ok(sc) = record::read::<Sidecar>(&scan::sidecar_path(run_dir, stem)) {
+        return Some(Addr::from_std(SocketAddr::new(sc.addr, sc.port)));
+    }
+    let (pid, addr) = crate::convert::read_claim(&run_dir.join(format!(".{stem}.claim")))?;
+    addr.filter(|_| liveness::pid_alive(pid)).map(Addr::from_std)
 }
 
 #[cfg(test)]

@@ -64,14 +64,18 @@ unsafe fn on_bind(_real: bind::Fn, fd: c_int, addr: *const sockaddr, len: sockle
     }
 }
 
+/// listen() on a converted socket announces it: this process's own (its
+/// slot), or one it inherited before anyone listened (exec'd workers).
 unsafe fn on_listen(real: listen::Fn, fd: c_int, backlog: c_int) -> Outcome {
-    let Some(st) = fdtable::get(fd).filter(|s| s.kind == Kind::Listener && s.listener != 0) else {
+    let Some(st) = state_or_recognize(fd).filter(|s| s.kind == Kind::Listener) else {
         return Outcome::Pass(Pass::NotOurs);
     };
     // SAFETY: integer arguments only.
     let r = unsafe { real(fd, unix_backlog(backlog)) };
-    if r == 0 {
+    if r == 0 && st.listener != 0 {
         announce::announce(fd, st.listener);
+    } else if r == 0 {
+        announce::announce_inherited(fd, st.local);
     }
     Outcome::Done(r)
 }
