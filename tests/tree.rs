@@ -255,3 +255,17 @@ fn a_static_child_that_listens_on_tcp_is_routed_and_named() {
     let ps = env.run(&["ps", "--json"]);
     assert!(ps.stdout.contains(&format!("tcp:127.0.0.1:{port}")), "{}", ps.stdout);
 }
+
+#[test]
+fn a_process_that_runs_as_another_user_is_named_once() {
+    if rustix::process::geteuid().as_raw() != 0 || Command::new("runuser").arg("--help").output().is_err() {
+        eprintln!("SKIP: needs root and runuser to start a process as another user");
+        return;
+    }
+    let env = Env::new("uid");
+    let dir = TempDir::new("uid");
+    let app = wrap_in(&env, dir.path(), &["--name", "uid", "--", "sh", "-c", "runuser -u nobody -- sleep 20"]);
+    let said = wait_stderr(&app, "runs as nobody and cannot load the shim", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(app.stderr().matches("runs as nobody").count(), 1, "{said}");
+}

@@ -145,6 +145,14 @@ fn check_command(home: &Home, command: &[OsString]) -> Vec<Finding> {
             what: format!("{last} is statically linked: the shim cannot enter it"),
             fix: Some(fallback.into()),
         },
+        Binary::ElfGo { dynamic } => Finding {
+            ok: true,
+            what: format!(
+                "{last} is a Go program{}: its sockets bypass libc, so the shim cannot enter it",
+                if dynamic { " (cgo, dynamically linked)" } else { " (statically linked)" }
+            ),
+            fix: Some(fallback.into()),
+        },
         k @ Binary::MachO { .. } if k.refuses_shim() => Finding {
             ok: true,
             what: format!("{last} runs as arm64e here: dyld would kill it with the (arm64) shim"),
@@ -154,6 +162,20 @@ fn check_command(home: &Home, command: &[OsString]) -> Vec<Finding> {
         Binary::MachO { .. } => ok("a Mach-O executable the shim can load into (unless it is restricted)"),
         Binary::Script | Binary::Other => ok("not an executable format this check reads; the shim is expected to load"),
     });
+    if matches!(r.kind, Binary::ElfGo { .. }) && command.get(1).is_some_and(|a| a == "run") {
+        v.push(ok(
+            "`go run` builds a Go program and runs it: the shim cannot enter that either (it gets the same PORT)",
+        ));
+    }
+    if r.chain.len() > 1 || r.kind == Binary::Script {
+        v.extend(crate::doctor_script::named_programs(&r.chain[0]));
+    }
+    if cfg!(target_os = "linux") {
+        v.push(ok(
+            "interception for programs the shim cannot enter: the listener scan (a TCP listener of the tree is \
+             routed over TCP; seccomp user notification is not used)",
+        ));
+    }
     v.extend(check_launch_plan(home, command));
     #[cfg(target_vendor = "apple")]
     if let Ok(shim) = shim::path(home) {

@@ -9,7 +9,7 @@
 //!   (the tty handed to that group and back), `signals` (forwarding), `live_record` (the wrapper
 //!   record, rewritten with reaped descendants' exits and the front port), `front` (the primary port, the banner), `watch` (banner, PORT fallback route),
 //!   `unseen` (TCP listeners of the tree that the shim cannot enter, routed over TCP).
-//! - `ps` (with `crashed`: which instances count as crashed), `route`, `router_ctl` (with `router_log`, the rotated log), `doctor` — the other commands.
+//! - `ps` (with `crashed`: which instances count as crashed), `route`, `router_ctl` (with `router_log`, the rotated log), `doctor` (with `doctor_script`: the static and Go programs a script names) — the other commands.
 //! - `sys` — the system calls std lacks (kill, setsid, the parent-death signal, tcsetpgrp, child pids).
 #![deny(unsafe_code)]
 
@@ -17,6 +17,7 @@ mod args;
 mod crashed;
 mod doctor;
 mod doctor_macos;
+mod doctor_script;
 mod front;
 mod identity;
 mod launch;

@@ -1,5 +1,5 @@
-//! Can the shim enter a program? A statically linked executable (Go on
-//! Linux, musl static builds) ignores LD_PRELOAD and an arm64e-only one is
+//! Can the shim enter a program? A statically linked executable (musl
+//! static builds) ignores LD_PRELOAD, a Go program on Linux bypasses libc and an arm64e-only one is
 //! killed by it, so `wrap` falls back to PORT injection for them. Scripts
 //! are judged by their interpreter (`#!/usr/bin/env node` → node).
 
@@ -65,11 +65,9 @@ pub fn interpreter(script: &Path, path_var: Option<&OsStr>) -> Option<PathBuf> {
     which(&OsString::from(prog), path_var)
 }
 
-/// Classifies a file by its first bytes.
+/// Classifies a file by its headers (Go programs by their build info).
 pub fn binary_kind(path: &Path) -> Binary {
-    let mut buf = vec![0u8; binary::HEAD_LEN];
-    let Ok(n) = std::fs::File::open(path).and_then(|mut f| f.read(&mut buf)) else { return Binary::Other };
-    binary::classify(&buf[..n])
+    binary::classify_path(path)
 }
 
 #[cfg(test)]

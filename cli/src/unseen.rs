@@ -6,12 +6,13 @@
 //! sockets of `/proc/net/tcp{,6}` on loopback or the wildcard whose inode is
 //! one of the tree's descriptors), routes each one over TCP as the PORT
 //! fallback does (a sidecar with a `tcp` target), and says so once.
+//! A process of the tree that runs as another user is named once too.
 //! Listeners of processes that carry the shim were left on TCP on purpose
 //! (port 0, `AGENTFS_SKIP_PORTS`): those are not touched.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::Duration;
 
@@ -31,14 +32,55 @@ pub fn watch(home: Home, me: Instance, cwd: PathBuf) {
     }
     thread::spawn(move || {
         let mut done: BTreeSet<u64> = BTreeSet::new();
+        let mut told: BTreeSet<u32> = BTreeSet::new();
         loop {
             thread::sleep(EVERY);
+            other_users(&home, &me, &mut told);
             for found in unseen_listeners(&home, &me, &done) {
                 done.insert(found.inode);
                 route(&home, &me, &found, &cwd);
             }
         }
     });
+}
+
+/// The processes of the wrapper's tree (not the router it started).
+fn tree(home: &Home, me: &Instance) -> BTreeSet<u32> {
+    let Some(all) = proctree::list() else { return BTreeSet::new() };
+    let router = agentfs_router::pidfile::running(home);
+    proctree::descendants(&all, me.wrapper_pid, &router.into_iter().collect::<Vec<_>>())
+}
+
+/// Says once for each process of the tree that runs as another user: the
+/// shim in the private home is not readable to it.
+fn other_users(home: &Home, me: &Instance, told: &mut BTreeSet<u32>) {
+    let mine = rustix::process::geteuid().as_raw();
+    for pid in tree(home, me) {
+        if told.contains(&pid) {
+            continue;
+        }
+        if let Some(uid) = euid(pid).filter(|u| *u != mine) {
+            told.insert(pid);
+            eprintln!("agentfs: pid {pid} runs as {} and cannot load the shim", user_name(uid));
+        }
+    }
+}
+
+/// The effective uid of `pid` (`Uid:` of /proc/<pid>/status).
+fn euid(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The name of `uid` from /etc/passwd, else the number.
+fn user_name(uid: u32) -> String {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let named = passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() > 2 && f[2].parse() == Ok(uid)).then(|| f[0].to_owned())
+    });
+    named.unwrap_or_else(|| format!("uid {uid}"))
 }
 
 /// A TCP listener of a process of the tree that does not carry the shim.
@@ -58,11 +100,8 @@ fn unseen_listeners(home: &Home, me: &Instance, done: &BTreeSet<u64>) -> Vec<Uns
     if listens.is_empty() {
         return Vec::new();
     }
-    let Some(all) = proctree::list() else { return Vec::new() };
-    let router = agentfs_router::pidfile::running(home);
-    let tree = proctree::descendants(&all, me.wrapper_pid, &router.into_iter().collect::<Vec<_>>());
     let mut found = Vec::new();
-    for pid in tree.into_iter().filter(|p| !carries_shim(*p)) {
+    for pid in tree(home, me).into_iter().filter(|p| !carries_shim(*p)) {
         let inodes = procnet::socket_inodes(pid);
         for l in listens.iter().filter(|l| inodes.contains(&l.inode)) {
             found.push(Unseen { pid, local: l.local, inode: l.inode });
@@ -71,10 +110,13 @@ fn unseen_listeners(home: &Home, me: &Instance, done: &BTreeSet<u64>) -> Vec<Uns
     found
 }
 
-/// Whether the shim is loaded in `pid` (it is then the shim's choice that
-/// this listener stayed on TCP).
+/// Whether the shim is loaded in `pid` and sees its sockets (it is then the
+/// shim's choice that this listener stayed on TCP). A cgo Go program loads
+/// the shim but makes its socket calls as raw syscalls.
 fn carries_shim(pid: u32) -> bool {
+    let exe = Path::new("/proc").join(pid.to_string()).join("exe");
     std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|m| m.contains("libagentfs_shim"))
+        && !matches!(binary::classify_path(&exe), Binary::ElfGo { .. })
 }
 
 /// Registers the listener as a TCP route of the instance and says why.
@@ -103,12 +145,9 @@ fn route(home: &Home, me: &Instance, u: &Unseen, cwd: &std::path::Path) {
 
 /// Why the shim is not in `pid`.
 fn why_unseen(pid: u32) -> &'static str {
-    let mut head = Vec::new();
-    if let Ok(f) = std::fs::File::open(format!("/proc/{pid}/exe")) {
-        let _ = std::io::Read::read_to_end(&mut std::io::Read::take(f, binary::HEAD_LEN as u64), &mut head);
-    }
-    match binary::classify(&head) {
+    match binary::classify_path(&Path::new("/proc").join(pid.to_string()).join("exe")) {
         Binary::ElfStatic => "statically linked",
+        Binary::ElfGo { .. } => "a Go program: its sockets bypass libc",
         _ => "it does not carry LD_PRELOAD: another user, or a cleared environment",
     }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
+use agentfs_registry::binary::Binary;
 use agentfs_registry::launch_probe::refuses_shim;
 use agentfs_registry::names::{hostname, url};
 use agentfs_registry::record::{self, VERSION, WrapperRecord};
@@ -93,9 +94,13 @@ pub fn run(args: WrapArgs) -> Result<ExitCode> {
         Some(port) => {
             let shown =
                 resolved.as_ref().and_then(|r| r.chain.last()).map_or_else(String::new, |p| p.display().to_string());
+            let why = match resolved.as_ref().map(|r| r.kind) {
+                Some(Binary::ElfGo { .. }) => "a Go program: its sockets bypass libc",
+                Some(Binary::ElfStatic) => "statically linked",
+                _ => "arm64e, or hardened against it",
+            };
             eprintln!(
-                "agentfs: {shown} cannot load the shim (statically linked, arm64e, or hardened against it); \
-                 it gets PORT={port} and {} routes to 127.0.0.1:{port}",
+                "agentfs: {shown} cannot load the shim ({why}); it gets PORT={port} and {} routes to 127.0.0.1:{port}",
                 me.url
             );
             watch::register_tcp_fallback(home.clone(), me, child.id(), port, cmd_line, cwd);
@@ -175,6 +180,8 @@ fn command(args: &WrapArgs, home: &Home, me: &Instance, fallback_port: Option<u1
         let preload = shim::preload_value(&shim, std::env::var_os(shim::PRELOAD_VAR).as_deref());
         vars.push((env::SHIM.into(), shim.into()));
         vars.push((shim::PRELOAD_VAR.into(), preload));
+        // PORT for a program of the tree the shim cannot enter (the exec hooks give it).
+        vars.push((env::STATIC_PORT.into(), watch::free_loopback_port()?.to_string().into()));
     }
     Ok(launch::command(&args.command, vars, args.debug))
 }

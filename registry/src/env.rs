@@ -36,6 +36,10 @@ pub const DRAIN_TIMEOUT_SECS: &str = "AGENTFS_DRAIN_TIMEOUT_SECS";
 pub const ORIGINAL_PORTS: &str = "AGENTFS_ORIGINAL_PORTS";
 /// `agentfs wrap --port N`: the instance's primary port.
 pub const PORT: &str = "AGENTFS_PORT";
+/// A free port `agentfs wrap` set aside for a program of the tree the shim
+/// cannot enter (statically linked, Go): the exec hooks give it to such a
+/// program as `PORT` (an implementation detail of the CLI and the shim).
+pub const STATIC_PORT: &str = "AGENTFS_STATIC_PORT";
 /// Seconds between SIGTERM and SIGKILL when a wrapped process tree is
 /// stopped (default 5).
 pub const STOP_TIMEOUT_SECS: &str = "AGENTFS_STOP_TIMEOUT_SECS";

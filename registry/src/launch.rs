@@ -8,7 +8,9 @@
 //! - a protected shell → a simple `sh -c 'cmd args'` runs `cmd` directly, any
 //!   other use gets an unprotected shell (`$AGENTFS_SHELL`, then Homebrew's);
 //! - the preload variable is put back (from `AGENTFS_SHIM`) when a child's
-//!   environment lost it, and taken out for a target that cannot load it.
+//!   environment lost it, and taken out for a target that cannot load it;
+//! - such a target gets `PORT` from `AGENTFS_STATIC_PORT` (the port `wrap`
+//!   set aside for it, routed once it listens).
 //!
 //! On Linux nothing is protected unless `AGENTFS_SIMULATE_SIP=<dir>` says so
 //! (for tests); the same logic then runs and is tested end to end.
@@ -111,7 +113,23 @@ pub fn resolve(launch: &Launch, rules: &Rules, probe: &impl Probe) -> Plan {
         }
     }
     fix_preload(&mut plan, &shim, rules, probe);
+    give_port(&mut plan, probe);
     plan
+}
+
+/// A program the shim cannot enter listens where `wrap` said (`PORT` from
+/// `AGENTFS_STATIC_PORT`), so that `wrap` can route it and two copies of the
+/// instance do not collide.
+fn give_port(plan: &mut Plan, probe: &impl Probe) {
+    let Some(port) = env_get(&plan.env, crate::env::STATIC_PORT).filter(|p| !p.is_empty()).map(str::to_owned) else {
+        return;
+    };
+    if env_get(&plan.env, "PORT") == Some(port.as_str()) || !probe.refuses_shim(&plan.path) {
+        return;
+    }
+    env_set(&mut plan.env, &format!("PORT={port}"));
+    plan.notes.push(format!("{} cannot load the shim: PORT={port}, which agentfs wrap routes", plan.path));
+    plan.changed = true;
 }
 
 /// One rewrite of the chain; false when nothing more needs doing.

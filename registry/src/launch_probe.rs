@@ -28,12 +28,7 @@ pub fn is_sip_location(path: &[u8]) -> bool {
 /// The shim cannot be loaded into the program at `path`: statically linked,
 /// arm64e on Apple Silicon, or hardened so that dyld would kill it.
 pub fn refuses_shim(path: &str) -> bool {
-    let mut head = Vec::with_capacity(HEAD_LEN);
-    let read = std::fs::File::open(path).and_then(|f| f.take(HEAD_LEN as u64).read_to_end(&mut head));
-    if read.is_err() {
-        return false;
-    }
-    let kind = binary::classify(&head);
+    let kind = binary::classify_path(std::path::Path::new(path));
     kind.refuses_shim()
         || matches!(kind, binary::Binary::MachO { .. })
             && crate::codesign::read(std::path::Path::new(path)).is_some_and(|c| c.kills_with_shim())

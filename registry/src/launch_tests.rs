@@ -222,6 +222,25 @@ fn a_target_that_refuses_the_shim_runs_without_it() {
 }
 
 #[test]
+fn a_target_that_refuses_the_shim_gets_the_port_wrap_set_aside() {
+    let fs = fs().exe("/w/server", "\x7fELF").refusing("/w/server").exe("/w/node", "\x7fELF");
+    let mut l = launch("/w/server", &["server"]);
+    l.env.push("AGENTFS_STATIC_PORT=41234".into());
+    l.env.push("PORT=3000".into());
+    let p = resolve(&l, &mac(), &fs);
+    assert_eq!(env_get(&p.env, "PORT"), Some("41234"));
+    assert!(p.notes.iter().any(|n| n.contains("PORT=41234")), "{:?}", p.notes);
+    l.file = "/w/node".into();
+    assert_eq!(
+        env_get(&resolve(&l, &mac(), &fs).env, "PORT"),
+        Some("3000"),
+        "a program the shim enters keeps its PORT"
+    );
+    let plain = resolve(&launch("/w/server", &["server"]), &mac(), &fs);
+    assert_eq!(env_get(&plain.env, "PORT"), None, "no port set aside, none given");
+}
+
+#[test]
 fn other_protected_programs_are_noted_and_left_alone() {
     let fs = fs().exe("/usr/bin/python3", MACHO);
     let p = resolve(&launch("/usr/bin/python3", &["python3", "-m", "http.server"]), &mac(), &fs);

@@ -4,6 +4,10 @@
 //! the real file system. The common case — a preload variable that still
 //! names the shim and a target that is not protected — is decided without
 //! allocating on Linux (exec may run in a vfork child), from a stack buffer.
+//! On Linux a launch is also planned when `wrap` set a port aside for a
+//! program the shim cannot enter (`AGENTFS_STATIC_PORT`) and the target is
+//! one (statically linked or Go, from its headers read with bounded reads
+//! into stack buffers), so the resolver gives it `PORT`.
 //! On macOS the target's code signature is read too (a hardened program
 //! that would be killed by the shim must not get it); macOS has no vfork
 //! children here: spawns use posix_spawn, and malloc is fork-safe there.
@@ -13,7 +17,8 @@ use std::os::unix::ffi::OsStrExt;
 
 use libc::c_char;
 
-use agentfs_registry::binary::{self, HEAD_LEN};
+use agentfs_registry::binary::{self, Binary, HEAD_LEN};
+use agentfs_registry::env::STATIC_PORT;
 use agentfs_registry::launch::{self, Launch, Rules, SHIM_VAR};
 use agentfs_registry::launch_probe::{self, RealProbe, is_protected_path};
 
@@ -98,14 +103,14 @@ fn needs_plan(file: &[u8], search: bool, env: &Entries, rules: &Rules) -> bool {
         return true;
     }
     if !cfg!(target_vendor = "apple") && simulated_sip().is_none() {
-        return false;
+        return wants_static_port(env) && target_refuses_shim(file, search);
     }
     if search && !file.contains(&b'/') {
         return true;
     }
     let mut buf = [0u8; HEAD_LEN];
     let head = read_head(file, &mut buf);
-    if is_protected(file) || binary::classify(head).refuses_shim() {
+    if is_protected(file) || classify_path(file).refuses_shim() {
         return true;
     }
     if cfg!(target_vendor = "apple") && std::str::from_utf8(file).is_ok_and(launch_probe::refuses_shim) {
@@ -117,6 +122,39 @@ fn needs_plan(file: &[u8], search: bool, env: &Entries, rules: &Rules) -> bool {
         &l[..l.iter().position(|b| b.is_ascii_whitespace()).unwrap_or(l.len())]
     });
     interp.is_some_and(is_protected)
+}
+
+/// `wrap` set a port aside for a program the shim cannot enter, and `PORT`
+/// is not that port yet.
+fn wants_static_port(env: &Entries) -> bool {
+    let port = env.get(STATIC_PORT.as_bytes()).filter(|p| !p.is_empty());
+    port.is_some_and(|p| env.get(b"PORT") != Some(p))
+}
+
+/// Whether the program `file` names (searched in PATH as execvp does when
+/// `search`) cannot load the shim. Allocation-free.
+fn target_refuses_shim(file: &[u8], search: bool) -> bool {
+    if !search || file.contains(&b'/') {
+        return classify_path(file).refuses_shim();
+    }
+    let own = Entries(environ());
+    let path = own.get(b"PATH").unwrap_or(b"/usr/bin:/bin");
+    let mut buf = [0u8; 1024];
+    for dir in path.split(|b| *b == b':').map(|d| if d.is_empty() { &b"."[..] } else { d }) {
+        let n = dir.len() + 1 + file.len();
+        if n >= buf.len() {
+            continue;
+        }
+        buf[..dir.len()].copy_from_slice(dir);
+        buf[dir.len()] = b'/';
+        buf[dir.len() + 1..n].copy_from_slice(file);
+        buf[n] = 0;
+        // SAFETY: `buf` is NUL-terminated at `n`.
+        if unsafe { libc::access(buf.as_ptr().cast(), libc::X_OK) } == 0 {
+            return classify_path(&buf[..n]).refuses_shim();
+        }
+    }
+    false
 }
 
 /// The NULL-terminated `KEY=value` array of an environment.
@@ -201,19 +239,42 @@ fn is_protected(path: &[u8]) -> bool {
 
 /// Reads up to `buf.len()` bytes of a file without allocating.
 fn read_head<'b>(path: &[u8], buf: &'b mut [u8; HEAD_LEN]) -> &'b [u8] {
+    let n = with_file(path, |fd| pread(fd, 0, buf)).unwrap_or(0);
+    &buf[..n]
+}
+
+/// Classifies a file from its headers (bounded reads, no allocation).
+fn classify_path(path: &[u8]) -> Binary {
+    let classify = |fd| {
+        let mut head = [0u8; HEAD_LEN];
+        let n = pread(fd, 0, &mut head);
+        binary::classify_file(&head[..n], |off, buf| pread(fd, off, buf))
+    };
+    with_file(path, classify).unwrap_or(Binary::Other)
+}
+
+/// Runs `f` on a read-only descriptor of `path`, closed afterwards.
+fn with_file<T>(path: &[u8], f: impl FnOnce(libc::c_int) -> T) -> Option<T> {
     let mut cpath = [0u8; 1024];
     if path.len() >= cpath.len() {
-        return &buf[..0];
+        return None;
     }
     cpath[..path.len()].copy_from_slice(path);
     // SAFETY: `cpath` is NUL-terminated.
     let fd = unsafe { libc::open(cpath.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK) };
     if fd < 0 {
-        return &buf[..0];
+        return None;
     }
-    // SAFETY: `buf` is writable for its length.
-    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    let out = f(fd);
     // SAFETY: our own descriptor.
     unsafe { libc::close(fd) };
-    &buf[..usize::try_from(n).unwrap_or(0)]
+    Some(out)
+}
+
+/// `pread` into `buf`: the bytes read, 0 on error.
+fn pread(fd: libc::c_int, off: u64, buf: &mut [u8]) -> usize {
+    let Ok(off) = libc::off_t::try_from(off) else { return 0 };
+    // SAFETY: `buf` is writable for its length; `fd` is open.
+    let n = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), off) };
+    usize::try_from(n).unwrap_or(0)
 }
