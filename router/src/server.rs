@@ -211,9 +211,20 @@ async fn serve_conn(
     };
     let activity = Activity::idle_since(idle_since);
     let cx = Arc::new(ConnCtx { shared: shared.clone(), forwarded, activity, original, _permit: Some(permit) });
+    serve_hyper(stream, cx, server, stop, stopping).await;
+}
+
+/// Serves `io` on hyper (HTTP/1.1, h2 or h2c) until it ends, the router
+/// stops (at once if the lean path saw the stop: `stopping`) or it idles
+/// past the header timeout.
+async fn serve_hyper<I>(io: I, cx: Arc<ConnCtx>, server: &Server, stop: oneshot::Receiver<()>, stopping: bool)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let limit = cx.shared.config.limits.header_read_timeout;
     let svc_cx = cx.clone();
     let service = service_fn(move |req| proxy::handle(req, svc_cx.clone()));
-    let conn = server.builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    let conn = server.builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let result = tokio::select! {
         biased;
@@ -248,24 +259,7 @@ async fn serve_tls(stream: TcpStream, forwarded: Forwarded, permit: OwnedSemapho
     let activity = Activity::idle_since(tokio::time::Instant::now());
     let forwarded = forwarded.over_tls();
     let cx = Arc::new(ConnCtx { shared: shared.clone(), forwarded, activity, original: None, _permit: Some(permit) });
-    let svc_cx = cx.clone();
-    let service = service_fn(move |req| proxy::handle(req, svc_cx.clone()));
-    let conn = server.builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        biased;
-        r = conn.as_mut() => r,
-        _ = stop => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-        _ = limits::idle_limit(&cx.activity, limit) => {
-            return tracing::debug!("closed: no request head within the header timeout");
-        }
-    };
-    if let Err(e) = result {
-        tracing::debug!(error = %e, "TLS connection ended");
-    }
+    serve_hyper(stream, cx, server, stop, false).await;
 }
 
 /// The stop signals of open connections.
