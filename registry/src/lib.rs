@@ -9,6 +9,7 @@
 //! - [`home`] — `$AGENTFS_HOME` layout and its ownership/mode checks.
 //! - [`env`] — environment variables of a wrapped process; port lists.
 //! - [`record`] — sidecar and wrapper-record schemas; route targets.
+//! - [`ca`] (feature `ca`) — the local certificate authority in `ca/`: root, exact-name leaves.
 //! - [`binary`] — ELF/Mach-O/script: can the shim load into a program?
 //! - [`codesign`] — a macOS program's hardened runtime and DYLD entitlements.
 //! - [`atomic`] — write-temp-then-rename.
@@ -27,6 +28,8 @@
 
 pub mod atomic;
 pub mod binary;
+#[cfg(feature = "ca")]
+pub mod ca;
 pub mod codesign;
 pub mod env;
 pub mod exit;

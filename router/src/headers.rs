@@ -89,13 +89,20 @@ pub struct Forwarded {
     ip: HeaderValue,
     /// The router port the client connected to.
     port: HeaderValue,
+    /// The client spoke TLS to the router.
+    https: bool,
 }
 
 impl Forwarded {
     pub fn new(peer: SocketAddr, local_port: u16) -> Forwarded {
         let ip = peer.ip().to_canonical().to_string();
         let ip = HeaderValue::try_from(ip).unwrap_or(HeaderValue::from_static("unknown"));
-        Forwarded { ip, port: HeaderValue::from(local_port) }
+        Forwarded { ip, port: HeaderValue::from(local_port), https: false }
+    }
+
+    /// The same, for a connection that came over TLS.
+    pub fn over_tls(self) -> Forwarded {
+        Forwarded { https: true, ..self }
     }
 
     /// The `X-Forwarded-For` entry, as bytes.
@@ -133,7 +140,7 @@ pub fn set_forwarded(headers: &mut HeaderMap, conn: &Forwarded, host: &HeaderVal
     if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR, v);
     }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(if conn.https { "https" } else { "http" }));
     headers.insert(X_FORWARDED_HOST, host.clone());
     headers.insert(X_FORWARDED_PORT, conn.port.clone());
     let hops = HOP_VALUES.get(hops as usize).cloned().unwrap_or_else(|| HeaderValue::from(hops + 1));

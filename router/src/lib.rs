@@ -25,7 +25,8 @@
 //! `limits` (header size/time, connections), `mgmt` (the `router.sock` API),
 //! `original` (listening on the apps' original ports too),
 //! `state` (what the running parts share), `throttle` (backoff and log
-//! limits for failures that repeat).
+//! limits for failures that repeat), `tls` (HTTPS on the same port: the
+//! first byte tells; certificates from the local CA per SNI).
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -58,6 +59,7 @@ mod state;
 mod stream;
 mod table;
 mod throttle;
+mod tls;
 mod tunnel;
 
 pub use config::{Config, ConfigError, Limits};

@@ -103,9 +103,12 @@ pub async fn idle_limit(a: &Activity, limit: Duration) {
 
 /// Waits for a new connection's first byte, at most `timeout`: a client that
 /// connects and says nothing is closed like one that sends headers too slowly.
-pub async fn first_byte(stream: &TcpStream, timeout: Duration) -> bool {
+pub async fn first_byte(stream: &TcpStream, timeout: Duration) -> Option<u8> {
     let mut byte = [0u8; 1];
-    matches!(tokio::time::timeout(timeout, stream.peek(&mut byte)).await, Ok(Ok(n)) if n > 0)
+    match tokio::time::timeout(timeout, stream.peek(&mut byte)).await {
+        Ok(Ok(n)) if n > 0 => Some(byte[0]),
+        _ => None,
+    }
 }
 
 /// How many client connections may be open at once: at most `max`, and no

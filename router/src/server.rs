@@ -34,6 +34,7 @@ use crate::proxy::{self, ConnCtx};
 use crate::shards;
 use crate::state::Shared;
 use crate::throttle::{Backoff, LogLimit, warn_limited};
+use crate::tls;
 
 /// Open connections, for draining: the receiver sees the channel close when
 /// the last accept loop and connection have ended.
@@ -59,6 +60,8 @@ struct Server {
     shards: Vec<Handle>,
     /// Open connections per shard.
     load: Box<[AtomicUsize]>,
+    /// HTTPS on the router's port; none: the CA could not be loaded.
+    tls: Option<tokio_rustls::TlsAcceptor>,
     _drain: mpsc::Sender<()>,
 }
 
@@ -75,6 +78,7 @@ pub fn start(listeners: Vec<TcpListener>, shared: &Arc<Shared>, shards: &[Handle
         conns: conns.clone(),
         shards: shards.to_vec(),
         load: (0..shards.len().max(1)).map(|_| AtomicUsize::new(0)).collect(),
+        tls: tls::acceptor(&shared.config.home),
         _drain: drain,
     });
     let stopping = shared.clone();
@@ -191,8 +195,13 @@ async fn serve_conn(
             Some(http) => http,
             None => return,
         },
-        None if !limits::first_byte(&stream, limit).await => return tracing::debug!("closed: nothing sent"),
-        None => stream,
+        None => match limits::first_byte(&stream, limit).await {
+            None => return tracing::debug!("closed: nothing sent"),
+            Some(tls::HANDSHAKE) if server.tls.is_some() => {
+                return serve_tls(stream, forwarded, permit, server).await;
+            }
+            Some(_) => stream,
+        },
     };
     let (_registered, mut stop) = Registered::new(&server.conns);
     let ended = lean::serve(stream, accepted, shared, &forwarded, &mut stop, original).await;
@@ -202,9 +211,20 @@ async fn serve_conn(
     };
     let activity = Activity::idle_since(idle_since);
     let cx = Arc::new(ConnCtx { shared: shared.clone(), forwarded, activity, original, _permit: Some(permit) });
+    serve_hyper(stream, cx, server, stop, stopping).await;
+}
+
+/// Serves `io` on hyper (HTTP/1.1, h2 or h2c) until it ends, the router
+/// stops (at once if the lean path saw the stop: `stopping`) or it idles
+/// past the header timeout.
+async fn serve_hyper<I>(io: I, cx: Arc<ConnCtx>, server: &Server, stop: oneshot::Receiver<()>, stopping: bool)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let limit = cx.shared.config.limits.header_read_timeout;
     let svc_cx = cx.clone();
     let service = service_fn(move |req| proxy::handle(req, svc_cx.clone()));
-    let conn = server.builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    let conn = server.builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let result = tokio::select! {
         biased;
@@ -222,6 +242,24 @@ async fn serve_conn(
     if let Err(e) = result {
         tracing::debug!(error = %e, "connection ended");
     }
+}
+
+/// Serves a TLS connection on hyper (h2 or HTTP/1.1 by ALPN), its requests
+/// marked `X-Forwarded-Proto: https`.
+async fn serve_tls(stream: TcpStream, forwarded: Forwarded, permit: OwnedSemaphorePermit, server: &Server) {
+    let Some(acceptor) = &server.tls else { return };
+    let shared = &server.shared;
+    let limit = shared.config.limits.header_read_timeout;
+    let stream = match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
+        Err(_) => return tracing::debug!("closed: TLS handshake too slow"),
+    };
+    let (_registered, stop) = Registered::new(&server.conns);
+    let activity = Activity::idle_since(tokio::time::Instant::now());
+    let forwarded = forwarded.over_tls();
+    let cx = Arc::new(ConnCtx { shared: shared.clone(), forwarded, activity, original: None, _permit: Some(permit) });
+    serve_hyper(stream, cx, server, stop, false).await;
 }
 
 /// The stop signals of open connections.
