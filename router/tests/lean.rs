@@ -284,7 +284,8 @@ async fn pipelined_requests_then_a_half_close_get_the_answers_in_hand() {
 async fn garbage_is_refused_at_once_not_after_the_header_timeout() {
     let (_env, r, _seen) = setup("lean-garbage").await;
     let mut s = connect(&r).await;
-    s.write_all(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 not http\r\n").await.unwrap();
+    // Binary garbage that is not a TLS record (0x16 is TLS: tests/https.rs).
+    s.write_all(b"\x01\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 not http\r\n").await.unwrap();
     let got = read_until(&mut s, "\r\n\r\n", Duration::from_secs(3)).await;
     assert!(got.starts_with("HTTP/1.1 400"), "{got}");
     r.stop().await.unwrap();
