@@ -267,8 +267,16 @@ pub fn claim_path(run_dir: &Path, stem: &str) -> PathBuf {
 
 /// The pid on a claim's first line.
 fn claim_holder(run_dir: &Path, stem: &str) -> Option<u32> {
-    let text = crate::safefile::read_small(&claim_path(run_dir, stem), 128).ok()?;
-    String::from_utf8(text).ok()?.lines().next()?.trim().parse().ok()
+    read_claim(&claim_path(run_dir, stem)).map(|(pid, _)| pid)
+}
+
+/// A claim's pid and the address the app bound (`<pid>\n<addr>`; older
+/// claims hold the pid only). Never blocks or follows a link.
+pub fn read_claim(claim: &Path) -> Option<(u32, Option<std::net::SocketAddr>)> {
+    let text = crate::safefile::read_small(claim, 128).ok().and_then(|b| String::from_utf8(b).ok())?;
+    let mut lines = text.lines();
+    let pid = lines.next()?.trim().parse::<u32>().ok()?;
+    Some((pid, lines.next().and_then(|a| a.trim().parse().ok())))
 }
 
 /// Removes the sidecar of an orphan found by [`scan`] (its socket was

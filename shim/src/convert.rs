@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use libc::c_int;
 
 use agentfs_registry::record::{self, Sidecar};
-use agentfs_registry::{SocketName, liveness, safefile, scan, sunpath::SockPath};
+use agentfs_registry::{SocketName, liveness, scan, sunpath::SockPath};
 
 use crate::config::{self, Identity};
 use crate::fdtable::{self, FdState, Kind};
@@ -260,18 +260,9 @@ fn holder_alive(run_dir: &Path, stem: &str, path: &Path) -> bool {
 /// A claim (`.<stem>.claim`) naming another process that is alive.
 fn claimed_by_other(socket: &Path) -> bool {
     let Some(claim) = claim_path(socket) else { return false };
-    let pid = read_claim(&claim).map(|(pid, _)| pid);
-    pid.is_some_and(|p| p != std::process::id() && liveness::pid_alive(p))
-}
-
-/// A claim's pid and the address the app bound (`<pid>\n<addr>`; older
-/// claims hold the pid only).
-pub fn read_claim(claim: &Path) -> Option<(u32, Option<SocketAddr>)> {
     // Never blocks or follows: a FIFO or symlink there is no claim (and is replaced).
-    let text = safefile::read_small(claim, 128).ok().and_then(|b| String::from_utf8(b).ok())?;
-    let mut lines = text.lines();
-    let pid = lines.next()?.trim().parse::<u32>().ok()?;
-    Some((pid, lines.next().and_then(|a| a.trim().parse().ok())))
+    let pid = scan::read_claim(&claim).map(|(pid, _)| pid);
+    pid.is_some_and(|p| p != std::process::id() && liveness::pid_alive(p))
 }
 
 /// This process's hold on a socket name from before its bind until its

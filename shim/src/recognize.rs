@@ -83,7 +83,7 @@ fn bound_addr(run_dir: &Path, stem: &str) -> Option<Addr> {
     if let Ok(sc) = record::read::<Sidecar>(&scan::sidecar_path(run_dir, stem)) {
         return Some(Addr::from_std(SocketAddr::new(sc.addr, sc.port)));
     }
-    let (pid, addr) = crate::convert::read_claim(&run_dir.join(format!(".{stem}.claim")))?;
+    let (pid, addr) = scan::read_claim(&scan::claim_path(run_dir, stem))?;
     addr.filter(|_| liveness::pid_alive(pid)).map(Addr::from_std)
 }
 
