@@ -97,8 +97,16 @@ fn call<T: DeserializeOwned>(home: &Home, method: &str, path: &str, body: Option
         "{method} {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
         body.len()
     );
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(body)?;
+    let mut request = head.into_bytes();
+    request.extend_from_slice(body);
+    // The router may answer (a 400 for a bad route) and close before it has
+    // read the whole body: the answer is still there to read.
+    match stream.write_all(&request) {
+        Err(e) if !matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset) => {
+            return Err(e.into());
+        }
+        _ => {}
+    }
     let mut raw = Vec::new();
     stream.take(MAX_RESPONSE).read_to_end(&mut raw)?;
     let proto = |why: &str| ClientError::Protocol { path: shown.clone(), why: why.to_owned() };
