@@ -78,3 +78,75 @@ fn a_corrupt_root_key_turns_https_off_and_names_the_file() {
     app.signal(libc::SIGTERM);
     app.wait(Duration::from_secs(10));
 }
+
+fn ws_client(env: &Env, mode: &str, message: &str) -> String {
+    let ca = env.home.path().join("ca/root.pem");
+    let out = Command::new("python3")
+        .arg(fixture("tls_ws_client.py"))
+        .args([mode, "main.shop.localhost", &env.port.to_string()])
+        .arg(&ca)
+        .arg(message)
+        .output()
+        .expect("python3 runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{mode} WebSocket client failed: {err}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn websockets_echo_over_h2_extended_connect_and_over_http1_upgrade_inside_tls() {
+    let env = Env::new("httpsws");
+    let dir = TempDir::new("httpsws");
+    let script = fixture("ws_echo.py");
+    let args = ["--name", "shop", "--instance", "main", "--", "python3", script.to_str().unwrap()];
+    let mut app = wrap_in(&env, dir.path(), &args);
+    wait_stderr(&app, "agentfs: shop (main) →", START);
+    env.wait_routed("main.shop.localhost", START);
+    assert_eq!(ws_client(&env, "h2", "over h2"), "echo: over h2");
+    assert_eq!(ws_client(&env, "http1", "over http/1.1"), "echo: over http/1.1");
+    app.signal(libc::SIGTERM);
+    app.wait(Duration::from_secs(10));
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn only_routed_hosts_get_certificates_and_an_sni_flood_costs_nothing() {
+    let env = Env::new("httpsflood");
+    let dir = TempDir::new("httpsflood");
+    let mut app = serve_shop(&env, &dir);
+    let url = |host: &str| format!("https://{host}:{}/", env.port);
+    let resolve = |host: &str| format!("{host}:{}:127.0.0.1", env.port);
+    for host in ["main.shop.localhost", "shop.localhost", "localhost"] {
+        let got = curl(&env, &url(host), &["--resolve", &resolve(host)]);
+        assert!(!got.starts_with("000"), "{host} gets a certificate: {got}");
+    }
+    for host in ["ghost.shop.localhost", "nope.localhost", "evil.com"] {
+        let got = curl(&env, &url(host), &["--resolve", &resolve(host)]);
+        assert!(got.starts_with("000"), "{host} must get no certificate: {got}");
+    }
+    let hosts = env.home.path().join("ca/hosts");
+    let issued = || std::fs::read_dir(&hosts).map_or(0, |d| d.count());
+    assert_eq!(issued(), 3, "one leaf per served host");
+
+    let router = env.router_pid().expect("a router runs");
+    let before = rss_kib(router);
+    let out = Command::new("python3")
+        .arg(fixture("sni_flood.py"))
+        .args([&env.port.to_string(), "10000"])
+        .output()
+        .expect("python3 runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0", "no unknown name got a certificate");
+    assert_eq!(issued(), 3, "nothing written for unknown names");
+    let grown = rss_kib(router).saturating_sub(before);
+    assert!(grown < 8 * 1024, "10,000 unknown names grew the router by {grown} KiB");
+    let ok = curl(&env, &url("main.shop.localhost"), &[]);
+    assert!(ok.starts_with("200"), "still serving: {ok}");
+    app.signal(libc::SIGTERM);
+    app.wait(Duration::from_secs(10));
+}

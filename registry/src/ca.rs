@@ -29,6 +29,9 @@ pub const ROOT_DAYS: u64 = 3650;
 pub const LEAF_DAYS: u64 = 800;
 /// A cached leaf older than this is issued anew.
 pub const LEAF_RENEW_DAYS: u64 = 700;
+/// Leaf files kept in `ca/hosts/`; beyond, the oldest are removed (the
+/// router issues only for hosts it routes, so this is years of instances).
+pub const HOSTS_CAP: usize = 1024;
 /// The largest CA or leaf file read.
 const FILE_CAP: u64 = 64 * 1024;
 const DAY: Duration = Duration::from_secs(86_400);
@@ -195,7 +198,22 @@ impl Authority {
         home::ensure_private_dir(&self.hosts)?;
         let bytes = format!("{}{}", leaf.cert_pem, leaf.key_pem);
         atomic::write(&path, bytes.as_bytes()).map_err(|source| CaError::Write { path, source })?;
+        prune(&self.hosts, HOSTS_CAP);
         Ok(leaf)
+    }
+}
+
+/// Removes the oldest files of `dir` beyond `cap` (best effort).
+fn prune(dir: &Path, cap: usize) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    let mut files: Vec<(SystemTime, PathBuf)> =
+        entries.flatten().filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path()))).collect();
+    if files.len() <= cap {
+        return;
+    }
+    files.sort();
+    for (_, path) in &files[..files.len() - cap] {
+        let _ = fs::remove_file(path);
     }
 }
 

@@ -72,3 +72,21 @@ fn a_root_pem_of_another_key_is_refused() {
     let err = Authority::load_or_create(&b).unwrap_err().to_string();
     assert!(err.contains("root.pem") && err.contains("not the one"), "{err}");
 }
+
+#[test]
+fn prune_keeps_the_newest_files_up_to_the_cap() {
+    let t = TempDir::new("ca");
+    let old = SystemTime::now() - DAY;
+    for i in 0..5 {
+        let p = t.path().join(format!("h{i}.pem"));
+        fs::write(&p, "x").unwrap();
+        let f = fs::File::options().write(true).open(&p).unwrap();
+        f.set_modified(old + Duration::from_secs(i)).unwrap();
+    }
+    prune(t.path(), 3);
+    let mut left: Vec<_> = fs::read_dir(t.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    left.sort();
+    assert_eq!(left, ["h2.pem", "h3.pem", "h4.pem"]);
+    prune(t.path(), 3);
+    assert_eq!(fs::read_dir(t.path()).unwrap().count(), 3, "nothing more at the cap");
+}

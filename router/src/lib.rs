@@ -12,7 +12,8 @@
 //! `table` (resolve; an atomically swapped route table; `crashes`: a crash
 //! told from a start or a restart) → `pool` (pooled
 //! upstream connections over `stream`) → `proxy` (forward, stream) /
-//! `tunnel` (upgrades), with `headers` (hop-by-hop, X-Forwarded-*, hop
+//! `tunnel` (upgrades; `connect`: WebSockets over h2 bridged to the
+//! HTTP/1.1 handshake), with `headers` (hop-by-hop, X-Forwarded-*, hop
 //! count), `answers` (the router's own 4xx/5xx), `dashboard` and `body`.
 //! `lean` serves plain HTTP/1.1 requests through the same phases without
 //! hyper, and hands a connection to the path above at its first request
@@ -37,6 +38,7 @@ pub mod pidfile;
 
 mod answers;
 mod body;
+mod connect;
 mod crashes;
 mod dashboard;
 mod dirwatch;

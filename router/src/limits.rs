@@ -23,7 +23,8 @@ use crate::config::Limits;
 /// hyper's smallest read buffer.
 const MIN_BUF: usize = 8192;
 
-/// The client-facing HTTP/1.1 + h2c server builder with `limits` applied.
+/// The client-facing HTTP/1.1 + h2 server builder with `limits` applied
+/// (h2 with extended CONNECT, for WebSockets: see `connect`).
 pub fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
@@ -32,7 +33,11 @@ pub fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .max_buf_size(limits.max_header_bytes.max(MIN_BUF))
         .keep_alive(true);
     let list = u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX);
-    b.http2().timer(TokioTimer::new()).max_header_list_size(list).keep_alive_interval(Duration::from_secs(30));
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(list)
+        .keep_alive_interval(Duration::from_secs(30))
+        .enable_connect_protocol();
     b
 }
 

@@ -13,6 +13,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::answers::{Answer, Format};
 use crate::body::{self, Body, RequestBody};
+use crate::connect;
 use crate::headers;
 use crate::host::{Host, HostError};
 use crate::limits::Activity;
@@ -162,15 +163,19 @@ async fn forward(mut req: Request<Incoming>, set: &ReplicaSet, cx: Arc<ConnCtx>)
         return Answer { status: StatusCode::LOOP_DETECTED, title: "loop detected", message, routes: None }
             .render(Format::of(req.headers()));
     }
-    if req.method() == Method::CONNECT {
+    let h2_websocket = connect::is_websocket(&req);
+    if req.method() == Method::CONNECT && !h2_websocket {
         let message = "the agentfs router is not a forward proxy".to_owned();
         return Answer { status: StatusCode::METHOD_NOT_ALLOWED, title: "CONNECT not allowed", message, routes: None }
             .render(Format::of(req.headers()));
     }
     // Only needed if every replica fails: the request is gone by then.
     let fmt = Format::of(req.headers());
-    let upgrade = req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let upgrade = h2_websocket || (req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers()));
+    let client_upgrade = upgrade.then(|| ClientUpgrade { on: hyper::upgrade::on(&mut req), h2: h2_websocket });
+    if h2_websocket {
+        connect::to_http1_handshake(&mut req);
+    }
     prepare(&mut req, &cx, hops, upgrade);
     let (parts, body) = req.into_parts();
     let (body, client_fault) = RequestBody::new(body);
@@ -262,9 +267,16 @@ async fn send(up: &Arc<Upstream>, mut req: Request<RequestBody>) -> Result<Sent,
     }
 }
 
+/// The client side of an upgrade: an HTTP/1.1 `Upgrade`, or (`h2`) an
+/// extended CONNECT that is answered 200 instead of 101.
+struct ClientUpgrade {
+    on: hyper::upgrade::OnUpgrade,
+    h2: bool,
+}
+
 fn respond(
     (mut res, conn): Sent,
-    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    client_upgrade: Option<ClientUpgrade>,
     cx: Arc<ConnCtx>,
     set: &ReplicaSet,
     fmt: Format,
@@ -277,7 +289,10 @@ fn respond(
             return bad_gateway(set, &failure, fmt);
         };
         let app = hyper::upgrade::on(&mut res);
-        tokio::spawn(tunnel::run(client, app, cx));
+        tokio::spawn(tunnel::run(client.on, app, cx));
+        if client.h2 {
+            connect::to_h2_answer(&mut res);
+        }
     }
     headers::strip_hop_by_hop(res.headers_mut(), switching);
     if on_original_port {

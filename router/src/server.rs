@@ -61,7 +61,7 @@ struct Server {
     /// Open connections per shard.
     load: Box<[AtomicUsize]>,
     /// HTTPS on the router's port; none: the CA could not be loaded.
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<tls::Tls>,
     _drain: mpsc::Sender<()>,
 }
 
@@ -78,7 +78,7 @@ pub fn start(listeners: Vec<TcpListener>, shared: &Arc<Shared>, shards: &[Handle
         conns: conns.clone(),
         shards: shards.to_vec(),
         load: (0..shards.len().max(1)).map(|_| AtomicUsize::new(0)).collect(),
-        tls: tls::acceptor(&shared.config.home),
+        tls: tls::Tls::new(shared),
         _drain: drain,
     });
     let stopping = shared.clone();
@@ -247,10 +247,10 @@ where
 /// Serves a TLS connection on hyper (h2 or HTTP/1.1 by ALPN), its requests
 /// marked `X-Forwarded-Proto: https`.
 async fn serve_tls(stream: TcpStream, forwarded: Forwarded, permit: OwnedSemaphorePermit, server: &Server) {
-    let Some(acceptor) = &server.tls else { return };
+    let Some(tls) = &server.tls else { return };
     let shared = &server.shared;
     let limit = shared.config.limits.header_read_timeout;
-    let stream = match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+    let stream = match tokio::time::timeout(limit, tls.accept(stream)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
         Err(_) => return tracing::debug!("closed: TLS handshake too slow"),
