@@ -3,6 +3,8 @@
 # this machine, and writes BENCHMARKS.md (never edit that file by hand).
 #
 # Measured in one run (see docs/router.md and SPEC.md, Performance):
+#   - the same over TLS (scripts/bench/tls.sh): h2 and HTTPS/1.1 with h2load,
+#     the router vs nginx and haproxy terminating TLS with the same leaf;
 #   - proxy throughput/latency to a `return 200` nginx backend on a Unix
 #     socket: agentfs router, nginx (upstream keepalive), haproxy (http-reuse
 #     always), caddy, and the backend over TCP with no proxy as the ceiling;
@@ -20,7 +22,7 @@
 # process it starts is ended by pid on exit, failure included.
 # Knobs: BENCH_ROUNDS (7), BENCH_SECS (5), BENCH_WS (5000), BENCH_WS_HOLD (30),
 # BENCH_PORT_BASE (28080), BENCH_OUT (BENCHMARKS.md).
-# BENCH_ONLY=proxy, shim, scale (1 route vs 1,000) or startup: only that
+# BENCH_ONLY=proxy, tls, shim, scale (1 route vs 1,000) or startup: only that
 # phase, its figures printed to stdout and BENCHMARKS.md left alone (for
 # trying a change; the report needs a full run).
 set -euo pipefail
@@ -53,6 +55,7 @@ install_tools() {
     command -v haproxy >/dev/null || missing+=(haproxy)
     command -v caddy >/dev/null || missing+=(caddy)
     command -v wrk >/dev/null || missing+=(wrk)
+    command -v h2load >/dev/null || missing+=(nghttp2-client)
     command -v hyperfine >/dev/null || missing+=(hyperfine)
     command -v node >/dev/null || missing+=(nodejs)
     command -v python3 >/dev/null || missing+=(python3)
@@ -171,6 +174,9 @@ wrk_once() { # port conns host cpu-pid [control-pid]
 # Median of column $2 of file $1.
 median() { sort -g -k"$2,$2" "$1" | awk -v c="$2" '{ v[NR] = $c } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
+
+# shellcheck source=scripts/bench/tls.sh
+. "$here/tls.sh"
 
 # ---------------------------------------------------------------- configs
 write_configs() {
@@ -540,6 +546,27 @@ rounds.
 
 $(proxy_rounds)
 
+## TLS: h2 and HTTPS/1.1
+
+The same backend behind TLS: the router on its own port (TLS and plain HTTP share it) with the leaf its local CA
+issued for \`bench.localhost\` (ECDSA P-256), nginx and haproxy with that same certificate and key file. Load:
+\`h2load -t1 -c50 -m10 -D${SECS} --connect-to=127.0.0.1:<port> https://bench.localhost:<port>/\`
+(h2), and the same with \`--h1\` instead of \`-m10\` (HTTPS/1.1: 50 keep-alive connections, as wrk's rows above; h2load
+rather than wrk because it sends the SNI \`bench.localhost\` while connecting to 127.0.0.1, and its per-request log
+gives the percentiles). Paired ratios as above.
+
+$(tls_table)
+
+| target | measured | |
+|---|---|---|
+$(tls_checks)
+
+Handshakes only (TCP connect excluded), Python's \`ssl\` client, one at a time (\`scripts/bench/first_handshake.py\`):
+
+| what | p50 | p99 | target | |
+|---|---:|---:|---|---|
+$(first_handshake_rows)
+
 ## Route table size
 
 Per-request cost through the router with 1 route and with $SCALE_N instances registered (bare sockets of
@@ -618,6 +645,13 @@ haproxy:
 \`\`\`
 $(sed "s#$W#<tmp>#g" "$W/haproxy.cfg")
 \`\`\`
+nginx and haproxy terminating TLS (the TLS rows):
+\`\`\`nginx
+$(grep -v '^$' "$W/ngx-tls/nginx.conf" | sed "s#$W#<tmp>#g")
+\`\`\`
+\`\`\`
+$(sed "s#$W#<tmp>#g" "$W/haproxy-tls.cfg")
+\`\`\`
 caddy:
 \`\`\`
 $(sed "s#$W#<tmp>#g" "$W/caddy/Caddyfile")
@@ -630,8 +664,8 @@ EOF
 # ---------------------------------------------------------------- main
 main() {
     case ${BENCH_ONLY:-} in
-    "" | proxy | shim | scale | startup) ;;
-    *) die "BENCH_ONLY: expected proxy, shim, scale or startup, got $BENCH_ONLY" ;;
+    "" | proxy | tls | shim | scale | startup) ;;
+    *) die "BENCH_ONLY: expected proxy, tls, shim, scale or startup, got $BENCH_ONLY" ;;
     esac
     install_tools
     ulimit -n "$(ulimit -Hn)"
@@ -662,6 +696,13 @@ main() {
         proxy_rounds
         return
         ;;
+    tls)
+        tls_phase
+        tls_table
+        tls_checks
+        first_handshake_rows
+        return
+        ;;
     shim)
         shim_phase
         echo "wrapped $(col node.wrapped 1) req/s, native $(col node.native 1) req/s, ratio $(ratio "$(col node.wrapped 1)" "$(col node.native 1)")"
@@ -686,6 +727,7 @@ main() {
     esac
     scale_phase
     proxy_phase
+    tls_phase
     shim_phase
     discovery_phase
     ws_phase
