@@ -179,6 +179,38 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'
 . "$here/tls.sh"
 
 # ---------------------------------------------------------------- configs
+# nginx as the proxy in front of the backend, in $W/<dir>: the server
+# block's listen line and any lines after it are the arguments.
+nginx_proxy_conf() { # dir server-lines...
+    local dir=$1 user_line=""
+    shift
+    [ "$(id -u)" = 0 ] && user_line="user root;"
+    cat <<EOF
+$user_line
+worker_processes auto;
+worker_rlimit_nofile 20000;
+daemon off;
+pid $W/$dir/nginx.pid;
+events { worker_connections 10000; }
+http {
+    access_log off;
+    client_body_temp_path $W/$dir/tmp;
+    proxy_temp_path $W/$dir/ptmp;
+    upstream app { server unix:$BACKEND_SOCK; keepalive 1024; keepalive_requests 1000000; }
+    server {
+$(printf '        %s\n' "$@")
+        keepalive_requests 1000000;
+        location / {
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$host;
+        }
+    }
+}
+EOF
+}
+
 write_configs() {
     local user_line=""
     # nginx started as root runs its workers as nobody, who cannot enter run/ (0700).
@@ -201,30 +233,7 @@ http {
     }
 }
 EOF
-    cat >"$W/ngx-proxy/nginx.conf" <<EOF
-$user_line
-worker_processes auto;
-worker_rlimit_nofile 20000;
-daemon off;
-pid $W/ngx-proxy/nginx.pid;
-events { worker_connections 10000; }
-http {
-    access_log off;
-    client_body_temp_path $W/ngx-proxy/tmp;
-    proxy_temp_path $W/ngx-proxy/ptmp;
-    upstream app { server unix:$BACKEND_SOCK; keepalive 1024; keepalive_requests 1000000; }
-    server {
-        listen 127.0.0.1:$P_NGINX;
-        keepalive_requests 1000000;
-        location / {
-            proxy_pass http://app;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$host;
-        }
-    }
-}
-EOF
+    nginx_proxy_conf ngx-proxy "listen 127.0.0.1:$P_NGINX;" >"$W/ngx-proxy/nginx.conf"
     cat >"$W/haproxy.cfg" <<EOF
 global
     maxconn 9000

@@ -23,37 +23,10 @@ tls_configs() {
     [ -n "$leaf" ] || die "the router wrote no leaf for $TLS_HOST in $H/ca/hosts"
     mkdir -p "$W/tls"
     cp "$leaf" "$W/tls/bench.pem"
-    local user_line=""
-    [ "$(id -u)" = 0 ] && user_line="user root;"
     mkdir -p "$W/ngx-tls"
-    cat >"$W/ngx-tls/nginx.conf" <<CONF
-$user_line
-worker_processes auto;
-worker_rlimit_nofile 20000;
-daemon off;
-pid $W/ngx-tls/nginx.pid;
-events { worker_connections 10000; }
-http {
-    access_log off;
-    client_body_temp_path $W/ngx-tls/tmp;
-    proxy_temp_path $W/ngx-tls/ptmp;
-    upstream app { server unix:$BACKEND_SOCK; keepalive 1024; keepalive_requests 1000000; }
-    server {
-        listen 127.0.0.1:$P_NGINX_TLS ssl http2;
-        ssl_certificate $W/tls/bench.pem;
-        ssl_certificate_key $W/tls/bench.pem;
-        ssl_protocols TLSv1.2 TLSv1.3;
-        keepalive_requests 1000000;
-        http2_max_requests 1000000;
-        location / {
-            proxy_pass http://app;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$host;
-        }
-    }
-}
-CONF
+    nginx_proxy_conf ngx-tls "listen 127.0.0.1:$P_NGINX_TLS ssl http2;" "ssl_certificate $W/tls/bench.pem;" \
+        "ssl_certificate_key $W/tls/bench.pem;" "ssl_protocols TLSv1.2 TLSv1.3;" "http2_max_requests 1000000;" \
+        >"$W/ngx-tls/nginx.conf"
     cat >"$W/haproxy-tls.cfg" <<CONF
 global
     maxconn 9000
