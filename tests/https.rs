@@ -150,3 +150,33 @@ fn only_routed_hosts_get_certificates_and_an_sni_flood_costs_nothing() {
     app.signal(libc::SIGTERM);
     app.wait(Duration::from_secs(10));
 }
+
+/// curl's body for `url` (with the CA), whatever the exit (a timeout included).
+fn curl_body(env: &Env, url: &str, flags: &[&str]) -> String {
+    let ca = env.home.path().join("ca/root.pem");
+    let mut c = Command::new("curl");
+    c.args(["-s", "--cacert"]).arg(&ca).args(flags).arg(url);
+    String::from_utf8_lossy(&c.output().expect("curl runs").stdout).into_owned()
+}
+
+#[test]
+fn requests_over_tls_are_marked_https_and_streams_are_not_buffered() {
+    let env = Env::new("httpsproto");
+    let dir = TempDir::new("httpsproto");
+    let script = fixture("proto_echo.py");
+    let args = ["--name", "shop", "--instance", "main", "--", "python3", script.to_str().unwrap()];
+    let mut app = wrap_in(&env, dir.path(), &args);
+    env.wait_routed("main.shop.localhost", START);
+    let https = format!("https://main.shop.localhost:{}", env.port);
+    let plain = format!("http://main.shop.localhost:{}", env.port);
+    for flag in ["--http1.1", "--http2"] {
+        assert_eq!(curl_body(&env, &format!("{https}/"), &[flag, "--max-time", "10"]), "https\n", "{flag}");
+        let started = std::time::Instant::now();
+        let sse = curl_body(&env, &format!("{https}/sse"), &[flag, "--max-time", "3", "-N"]);
+        assert!(sse.contains("data: one"), "{flag}: the event must arrive while the response is open: {sse:?}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+    assert_eq!(curl_body(&env, &format!("{plain}/"), &["--max-time", "10"]), "http\n");
+    app.signal(libc::SIGTERM);
+    app.wait(Duration::from_secs(10));
+}

@@ -105,6 +105,11 @@ impl Forwarded {
         Forwarded { https: true, ..self }
     }
 
+    /// The `X-Forwarded-Proto` value, as bytes.
+    pub fn proto(&self) -> &'static [u8] {
+        if self.https { b"https" } else { b"http" }
+    }
+
     /// The `X-Forwarded-For` entry, as bytes.
     pub fn ip(&self) -> &[u8] {
         self.ip.as_bytes()

@@ -203,6 +203,20 @@ async fn serve_conn(
             Some(_) => stream,
         },
     };
+    serve_http1_first(stream, accepted, forwarded, permit, server, original).await;
+}
+
+/// The lean path first (plain HTTP/1.1 requests), then, from the first
+/// request it does not serve, hyper.
+async fn serve_http1_first<S: lean::ClientIo>(
+    stream: S,
+    accepted: tokio::time::Instant,
+    forwarded: Forwarded,
+    permit: OwnedSemaphorePermit,
+    server: &Server,
+    original: Option<u16>,
+) {
+    let shared = &server.shared;
     let (_registered, mut stop) = Registered::new(&server.conns);
     let ended = lean::serve(stream, accepted, shared, &forwarded, &mut stop, original).await;
     let (stream, stopping, idle_since) = match ended {
@@ -244,8 +258,8 @@ where
     }
 }
 
-/// Serves a TLS connection on hyper (h2 or HTTP/1.1 by ALPN), its requests
-/// marked `X-Forwarded-Proto: https`.
+/// Serves a TLS connection, its requests marked `X-Forwarded-Proto: https`:
+/// h2 (by ALPN) on hyper, HTTP/1.1 on the lean path first, as plain HTTP.
 async fn serve_tls(stream: TcpStream, forwarded: Forwarded, permit: OwnedSemaphorePermit, server: &Server) {
     let Some(tls) = &server.tls else { return };
     let shared = &server.shared;
@@ -255,9 +269,13 @@ async fn serve_tls(stream: TcpStream, forwarded: Forwarded, permit: OwnedSemapho
         Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
         Err(_) => return tracing::debug!("closed: TLS handshake too slow"),
     };
-    let (_registered, stop) = Registered::new(&server.conns);
-    let activity = Activity::idle_since(tokio::time::Instant::now());
     let forwarded = forwarded.over_tls();
+    let now = tokio::time::Instant::now();
+    if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+        return serve_http1_first(stream, now, forwarded, permit, server, None).await;
+    }
+    let (_registered, stop) = Registered::new(&server.conns);
+    let activity = Activity::idle_since(now);
     let cx = Arc::new(ConnCtx { shared: shared.clone(), forwarded, activity, original: None, _permit: Some(permit) });
     serve_hyper(stream, cx, server, stop, false).await;
 }

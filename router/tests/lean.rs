@@ -296,6 +296,13 @@ async fn a_request_that_arrives_as_the_router_stops_is_served() {
     let (_env, r, _seen) = setup("lean-stop").await;
     let (host, port) = (r.url_host("shop.localhost"), r.port);
     let mut s = connect(&r).await;
+    // A later connection answered: the listener accepts in order, so `s`
+    // has been accepted too (one still in the listen backlog when the
+    // listener closes is reset, which is not what this test is about).
+    let mut later = connect(&r).await;
+    later.write_all(get("/len", &host).as_bytes()).await.unwrap();
+    let first = read_until(&mut later, "hello", WAIT).await;
+    assert!(first.starts_with("HTTP/1.1 200 OK\r\n"), "{first}");
     let stopping = tokio::spawn(r.stop());
     let refused =
         support::poll(WAIT, || async { TcpStream::connect(("127.0.0.1", port)).await.is_err().then_some(()) }).await;

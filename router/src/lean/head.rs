@@ -211,7 +211,9 @@ impl Request<'_, '_> {
             out.extend_from_slice(b", ");
         }
         out.extend_from_slice(fwd.ip());
-        out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
+        out.extend_from_slice(b"\r\nx-forwarded-proto: ");
+        out.extend_from_slice(fwd.proto());
+        out.extend_from_slice(b"\r\n");
         put_header(out, b"x-forwarded-host", self.host.as_bytes());
         put_header(out, b"x-forwarded-port", fwd.port());
         out.extend_from_slice(b"x-agentfs-hops: ");

@@ -31,7 +31,7 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-pub use rewind::Rewind;
+pub use rewind::{ClientIo, Rewind};
 
 use crate::answers::{Answer, Format};
 use crate::headers::Forwarded;
@@ -45,13 +45,13 @@ use framing::Framing;
 use head::Parsed;
 
 /// How a connection left the lean path.
-pub enum Ended {
+pub enum Ended<S> {
     /// Closed: by either side, the header timeout, a stop, or an error.
     Closed,
     /// For the general path, from the first byte it has not served; `stopping`:
     /// the router's stop signal has already been taken; `idle_since`: when the
     /// connection last had no request in flight (its header timeout runs on).
-    General { stream: Rewind, stopping: bool, idle_since: Instant },
+    General { stream: Rewind<S>, stopping: bool, idle_since: Instant },
 }
 
 /// Room made for each read.
@@ -63,13 +63,13 @@ const MAX_RESPONSE_HEAD: usize = 1024 * 1024;
 const SMALL_HEAD: usize = 1024;
 
 /// One client connection on the lean path.
-struct Conn<'a> {
+struct Conn<'a, S> {
     shared: &'a Shared,
     forwarded: &'a Forwarded,
     /// The router's stop signal for this connection; polled only while
     /// `stopping` is false.
     stop: &'a mut oneshot::Receiver<()>,
-    client: TcpStream,
+    client: S,
     /// Bytes from the client not yet served.
     input: BytesMut,
     /// The head sent to the app.
@@ -110,14 +110,14 @@ enum Served {
 
 /// Serves `client`, accepted at `accepted`, until it closes or needs the
 /// general path.
-pub async fn serve(
-    client: TcpStream,
+pub async fn serve<S: ClientIo>(
+    client: S,
     accepted: Instant,
     shared: &Shared,
     forwarded: &Forwarded,
     stop: &mut oneshot::Receiver<()>,
     original: Option<u16>,
-) -> Ended {
+) -> Ended<S> {
     let limits = &shared.config.limits;
     let mut c = Conn {
         shared,
@@ -142,7 +142,7 @@ pub async fn serve(
             Next::General => return c.general(),
             Next::Read if c.input.len() >= limits.max_header_bytes => return c.general(),
             // Stopping and idle, unless a request is already on its way in.
-            Next::Read if c.input.is_empty() && c.stopping && !stream::has_unread(&c.client) => {
+            Next::Read if c.input.is_empty() && c.stopping && !stream::has_unread(c.client.tcp()) => {
                 return Ended::Closed;
             }
             Next::Read => {
@@ -176,7 +176,7 @@ pub async fn serve(
     }
 }
 
-impl Conn<'_> {
+impl<S: ClientIo> Conn<'_, S> {
     /// What to do with the bytes read so far.
     fn next(&mut self) -> Next {
         // A long head trickling in is parsed again only once its end may be there.
@@ -208,7 +208,7 @@ impl Conn<'_> {
         Next::Serve(Plan { len: req.len, is_head: req.is_head, close, format: req.format, set })
     }
 
-    fn general(self) -> Ended {
+    fn general(self) -> Ended<S> {
         tracing::debug!("to the general path");
         let stream = Rewind::new(self.input.freeze(), self.client);
         Ended::General { stream, stopping: self.stopping, idle_since: self.idle_since }
@@ -237,7 +237,7 @@ impl Conn<'_> {
         self.res_head.extend_from_slice(&first[..n]);
         self.input.advance(plan.len);
         self.scanned = 0;
-        if self.client.write_all(&self.res_head).await.is_err() {
+        if send(&mut self.client, &self.res_head).await.is_err() {
             return Served::Close;
         }
         while !framing.is_done() {
@@ -246,7 +246,7 @@ impl Conn<'_> {
             let watch = self.input.is_empty(); // see `gone`
             let read = tokio::select! {
                 r = app.read_buf(&mut self.res) => r,
-                () = gone(&self.client), if watch => return Served::Close,
+                () = gone(self.client.tcp()), if watch => return Served::Close,
             };
             match read {
                 Ok(0) if framing == Framing::UntilClose => break,
@@ -255,7 +255,7 @@ impl Conn<'_> {
             }
             let Ok(n) = framing.take(&self.res) else { return Served::Close };
             app_keeps &= n == self.res.len();
-            if self.client.write_all(&self.res[..n]).await.is_err() {
+            if send(&mut self.client, &self.res[..n]).await.is_err() {
                 return Served::Close;
             }
         }
@@ -316,7 +316,7 @@ impl Conn<'_> {
             self.res.reserve(READ_CHUNK);
             let read = tokio::select! {
                 r = app.read_buf(&mut self.res) => r,
-                () = gone(&self.client), if watch => return Err(Failure::ClientGone),
+                () = gone(self.client.tcp()), if watch => return Err(Failure::ClientGone),
             };
             match read {
                 Ok(0) | Err(_) if !got_any => return Ok(None),
@@ -343,7 +343,7 @@ impl Conn<'_> {
         let message = format!("{} sent a response the router cannot pass on: {why}", plan.set.what);
         let answer =
             Answer { status: StatusCode::BAD_GATEWAY, title: "bad response from the app", message, routes: None };
-        let _ = self.client.write_all(&answer.to_http1(plan.format)).await;
+        let _ = send(&mut self.client, &answer.to_http1(plan.format)).await;
         Served::Close
     }
 }
@@ -371,6 +371,14 @@ enum Exchange {
 enum Failure {
     ClientGone,
     App(&'static str),
+}
+
+/// Writes `bytes` to the client, all of them on the wire (TLS buffers
+/// records until flushed; for TCP the flush is free): a streamed body
+/// (server-sent events) reaches the browser as the app writes it.
+async fn send<S: ClientIo>(client: &mut S, bytes: &[u8]) -> std::io::Result<()> {
+    client.write_all(bytes).await?;
+    client.flush().await
 }
 
 /// Resolves when the client has closed its side (or failed); never if it
