@@ -20,6 +20,7 @@
 //! - [`proctree`] — processes by parentage and group, their environment (Linux `/proc`).
 //! - [`stop`] — stopping a process tree: SIGTERM, grace period, SIGKILL.
 //! - [`reap`] — what a killed wrapper left running, stopped; the sweep of dead wrappers.
+//! - [`claim`] — taking a name in `run/`: is it free, the `.claim` file held until listen.
 //! - [`scan`] — `run/` → listeners, wrappers, problems; safe removal.
 //! - [`model`] — app → instance → port grouping, default instance, primary port.
 //! - [`routes`] — static routes in `routes.json`; [`static_target`] — which targets they may have.
@@ -30,6 +31,7 @@ pub mod atomic;
 pub mod binary;
 #[cfg(feature = "ca")]
 pub mod ca;
+pub mod claim;
 pub mod codesign;
 pub mod env;
 pub mod exit;
