@@ -122,16 +122,18 @@ impl Supervisor {
 
     fn handle(&mut self, listener: &OwnedFd, n: &Notif) -> Answer {
         let Some(pid) = tgid(n.pid) else { return Answer::Continue };
-        let fd = i32::try_from(n.args[0]).unwrap_or(-1);
+        // int and socklen_t arguments: the kernel reads their low 32 bits only.
+        let int = |i: usize| n.args[i] as u32 as i32;
+        let fd = int(0);
         match n.nr {
             nr if nr == libc::SYS_bind => {
-                let Some(addr) = read_sockaddr(n.pid, n.args[1], n.args[2]) else { return Answer::Continue };
+                let Some(addr) = read_sockaddr(n.pid, n.args[1], n.args[2] as u32) else { return Answer::Continue };
                 if !sys::id_valid(listener, n.id) {
                     return Answer::Continue;
                 }
                 self.bind(pid, fd, addr)
             }
-            nr if nr == libc::SYS_listen => self.listen(pid, fd, i32::try_from(n.args[1] as i64).unwrap_or(128)),
+            nr if nr == libc::SYS_listen => self.listen(pid, fd, int(1)),
             _ => Answer::Continue,
         }
     }
@@ -254,7 +256,7 @@ fn tgid(tid: u32) -> Option<u32> {
 }
 
 /// The sockaddr at `ptr` (`len` bytes) in the memory of thread `tid`.
-fn read_sockaddr(tid: u32, ptr: u64, len: u64) -> Option<SocketAddr> {
+fn read_sockaddr(tid: u32, ptr: u64, len: u32) -> Option<SocketAddr> {
     let mut buf = [0u8; 28];
     let len = usize::try_from(len).ok()?.min(buf.len());
     let mem = std::fs::File::open(format!("/proc/{tid}/mem")).ok()?;
@@ -299,4 +301,37 @@ fn socket_inode(pid: u32, fd: i32) -> Option<u64> {
 fn cmdline(pid: u32) -> Vec<String> {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     raw.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn converts_loopback_and_wildcard_only() {
+        for ip in ["127.0.0.1", "127.1.2.3", "0.0.0.0", "::", "::1", "::ffff:127.0.0.1", "::ffff:0.0.0.0"] {
+            assert!(convertible(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["192.168.1.2", "10.0.0.1", "fe80::1", "::ffff:10.0.0.1"] {
+            assert!(!convertible(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[test]
+    fn reads_a_sockaddr_from_a_process_memory() {
+        let mut v4 = [0u8; 16];
+        v4[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+        v4[2..4].copy_from_slice(&8000u16.to_be_bytes());
+        v4[4..8].copy_from_slice(&[127, 0, 0, 1]);
+        let mut v6 = [0u8; 28];
+        v6[..2].copy_from_slice(&(libc::AF_INET6 as u16).to_ne_bytes());
+        v6[2..4].copy_from_slice(&3000u16.to_be_bytes());
+        v6[23] = 1;
+        let me = std::process::id();
+        let at = |b: &[u8]| b.as_ptr() as u64;
+        assert_eq!(read_sockaddr(me, at(&v4), 16), Some("127.0.0.1:8000".parse().unwrap()));
+        assert_eq!(read_sockaddr(me, at(&v6), 28), Some("[::1]:3000".parse().unwrap()));
+        assert_eq!(read_sockaddr(me, at(&v4), 8), None, "too short for its family");
+        assert_eq!(tgid(me), Some(me));
+    }
 }
