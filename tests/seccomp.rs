@@ -48,6 +48,10 @@ fn static_servers_on_one_port_run_side_by_side() {
     assert_eq!(bodies.len(), 3, "each copy answers for itself: {bodies:?}");
     let said = copies[0].0.stderr();
     assert!(said.contains("cannot load the shim (statically linked); its binds are converted by seccomp"), "{said}");
+    assert!(!said.contains("listens on TCP"), "the wrap line named it already: {said}");
+    let child = format!("listens on TCP 127.0.0.1:{port}, which the shim cannot enter (statically linked); converted");
+    let said = wait_stderr(&copies[2].0, &child, START);
+    assert!(said.contains(&format!("routed as its port {port}")), "{said}");
     for (inst, family, addr, target) in [
         ("one", "ipv4", "0.0.0.0", "127.0.0.1:"),
         ("two", "ipv6", "::", "[::1]:"),

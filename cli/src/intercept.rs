@@ -4,7 +4,6 @@
 //! else the PORT fallback and the listener scan (`unseen`: routed over TCP,
 //! a second copy collides). The same answer is what `doctor` says.
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use agentfs_registry::Home;
@@ -40,8 +39,9 @@ impl Intercept {
     }
 
     /// After the spawn: runs the supervisor; `None` if the child could not
-    /// install the filter (it says so).
-    pub fn start(self, home: Home, me: Instance, replica: bool, cwd: PathBuf) -> Option<Converted> {
+    /// install the filter (it says so). `quiet`: the command's pid, when the
+    /// wrap line named it as a program the shim cannot enter.
+    pub fn start(self, home: Home, me: Instance, replica: bool, quiet: Option<u32>) -> Option<Converted> {
         #[cfg(target_os = "linux")]
         {
             let Some(listener) = crate::sys_seccomp::receive(self.handoff) else {
@@ -50,11 +50,11 @@ impl Intercept {
                 );
                 return None;
             };
-            Some(crate::seccomp::supervise(listener, home, me, replica, cwd))
+            Some(crate::seccomp::supervise(listener, home, me, replica, quiet))
         }
         #[cfg(not(target_os = "linux"))]
         {
-            let _ = (home, me, replica, cwd);
+            let _ = (home, me, replica, quiet);
             None
         }
     }

@@ -64,14 +64,16 @@ struct Supervisor {
     replica: bool,
     ports: Option<PortSet>,
     skip: PortSet,
-    cwd: std::path::PathBuf,
+    quiet: Option<u32>,
     entries: HashMap<u64, Entry>,
     converted: Converted,
     next_replica: u32,
 }
 
 /// Runs the supervisor on `listener` in a thread until the tree is gone.
-pub fn supervise(listener: OwnedFd, home: Home, me: Instance, replica: bool, cwd: std::path::PathBuf) -> Converted {
+/// `quiet` is the command's pid when the wrap line named it already (its
+/// listeners get no line of their own).
+pub fn supervise(listener: OwnedFd, home: Home, me: Instance, replica: bool, quiet: Option<u32>) -> Converted {
     let ports = std::env::var(env::PORTS).ok().filter(|p| !p.trim().is_empty()).and_then(|p| PortSet::parse(&p).ok());
     let skip = PortSet::parse(&std::env::var(env::SKIP_PORTS).unwrap_or_default()).unwrap_or_default();
     let converted = Converted::default();
@@ -81,7 +83,7 @@ pub fn supervise(listener: OwnedFd, home: Home, me: Instance, replica: bool, cwd
         replica,
         ports,
         skip,
-        cwd,
+        quiet,
         entries: HashMap::new(),
         converted: converted.clone(),
         next_replica: 1,
@@ -202,8 +204,18 @@ impl Supervisor {
                 bound: entry.requested,
                 target: entry.local,
                 cmd: cmdline(pid),
-                cwd: std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_else(|_| self.cwd.clone()),
+                cwd: std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default(),
             };
+            if self.quiet != Some(pid) {
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                let why = crate::unseen::why_unseen(pid);
+                let (asked, port) = (entry.requested, entry.requested.port());
+                eprintln!(
+                    "agentfs: {} (pid {pid}) listens on TCP {asked}, which the shim cannot enter ({why}); converted \
+                     by seccomp interception, routed as its port {port}",
+                    comm.trim()
+                );
+            }
             let run = self.home.run_dir();
             if let Err(e) = write_tcp_route_at(&self.home, &self.me, &entry.stem, route) {
                 eprintln!("agentfs: cannot route pid {pid}'s port {}: {e}", entry.requested.port());

@@ -152,7 +152,7 @@ fn route(home: &Home, me: &Instance, u: &Unseen, cwd: &std::path::Path) {
 }
 
 /// Why the shim is not in `pid`.
-fn why_unseen(pid: u32) -> &'static str {
+pub fn why_unseen(pid: u32) -> &'static str {
     match binary::classify_path(&Path::new("/proc").join(pid.to_string()).join("exe")) {
         Binary::ElfStatic => "statically linked",
         Binary::ElfGo { .. } => "a Go program: its sockets bypass libc",

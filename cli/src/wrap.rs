@@ -79,9 +79,7 @@ pub fn run(args: WrapArgs) -> Result<ExitCode> {
     let mut cmd = command(&args, &home, &me, fallback_port, intercept.is_some())?;
     let terminal = Terminal::controlling();
     tree::prepare(&mut cmd, terminal.as_ref());
-    if let Some(i) = &intercept {
-        i.install(&mut cmd);
-    }
+    intercept.iter().for_each(|i| i.install(&mut cmd));
 
     let forwarder = Forwarder::install()?;
     tree::become_subreaper();
@@ -94,7 +92,8 @@ pub fn run(args: WrapArgs) -> Result<ExitCode> {
     let live = std::sync::Arc::new(LiveRecord::new(record_path, record));
     let tree = Tree::new(child.id(), terminal, grace, home.clone(), live.clone());
     forwarder.to(tree.shared());
-    let converted = intercept.and_then(|i| i.start(home.clone(), me.clone(), args.replica, cwd.clone()));
+    let quiet = refused.is_some().then_some(child.id());
+    let converted = intercept.and_then(|i| i.start(home.clone(), me.clone(), args.replica, quiet));
     watch_listeners(&home, me, child.id(), Reach { fallback_port, refused, converted }, live, cmd_line, cwd);
     Ok(ExitCode::from(tree.wait()))
 }
