@@ -3,7 +3,9 @@
 //! directly and as the child of a shell script — runs as several instances
 //! side by side, each routed, its sidecar naming the port it asked for;
 //! within one instance a second holder of the port gets EADDRINUSE, as TCP
-//! says; nothing is left in run/ after SIGTERM. With `AGENTFS_SECCOMP=0` the
+//! says, and a client of the instance (static or with the shim, IPv4 or
+//! IPv6) that connects to the port reaches its own instance's server;
+//! nothing is left in run/ after SIGTERM. With `AGENTFS_SECCOMP=0` the
 //! listener scan routes the first copy with its notice and the second
 //! collides. (Go servers: tests/go.rs.)
 
@@ -17,16 +19,23 @@ use support::*;
 
 const START: Duration = Duration::from_secs(10);
 
+/// A test's environment, if seccomp interception is available here.
+fn seccomp_env(tag: &str) -> Option<Env> {
+    let env = Env::new(tag);
+    if !seccomp_available(&env) {
+        eprintln!("SKIP: seccomp interception is not available here (see `agentfs doctor`)");
+        return None;
+    }
+    Some(env)
+}
+
 fn static_server(dir: &TempDir) -> PathBuf {
     compile_c("static_fixed.c", dir.path(), &["-static"])
 }
 
 #[test]
 fn static_servers_on_one_port_run_side_by_side() {
-    let env = Env::new("seccomp");
-    if !seccomp_available(&env) {
-        return eprintln!("SKIP: seccomp interception is not available here (see `agentfs doctor`)");
-    }
+    let Some(env) = seccomp_env("seccomp") else { return };
     let build = TempDir::new("seccomp-build");
     let exe = static_server(&build);
     let exe = exe.to_str().unwrap();
@@ -54,7 +63,7 @@ fn static_servers_on_one_port_run_side_by_side() {
     assert!(said.contains(&format!("routed as its port {port}")), "{said}");
     for (inst, family, addr, target) in [
         ("one", "ipv4", "0.0.0.0", "127.0.0.1:"),
-        ("two", "ipv6", "::", "[::1]:"),
+        ("two", "ipv6", "::", "127.0.0.1:"),
         ("three", "ipv4", "127.0.0.1", "127.0.0.1:"),
     ] {
         let sc = env.home.sidecar(&format!("st.{inst}.{port}"));
@@ -73,10 +82,7 @@ fn static_servers_on_one_port_run_side_by_side() {
 
 #[test]
 fn a_port_held_in_the_instance_is_eaddrinuse() {
-    let env = Env::new("seccomp-inuse");
-    if !seccomp_available(&env) {
-        return eprintln!("SKIP: seccomp interception is not available here (see `agentfs doctor`)");
-    }
+    let Some(env) = seccomp_env("seccomp-inuse") else { return };
     let build = TempDir::new("seccomp-inuse");
     let exe = static_server(&build);
     let port = free_port();
@@ -85,6 +91,33 @@ fn a_port_held_in_the_instance_is_eaddrinuse() {
     let said = wait_stderr(&app, "bind: Address already in use", START);
     assert_eq!(said.matches("Address already in use").count(), 1, "{said}");
     assert!(env.wait_routed("dup.localhost", START).body.starts_with("static pid"));
+}
+
+#[test]
+fn clients_in_each_instance_reach_their_own_server_on_the_port() {
+    let Some(env) = seccomp_env("seccomp-connect") else { return };
+    let build = TempDir::new("seccomp-connect");
+    let exe = static_server(&build);
+    let port = free_port();
+    // The server is started in the background, then its clients: the static one (a blocking connect,
+    // v4 and v6) and curl (with the shim: a non-blocking connect the shim leaves to the kernel).
+    let script = format!(
+        "{0} :: {port} & until {0} get 127.0.0.1 {port} 2>/dev/null; do sleep 0.05; done; {0} get ::1 {port}; \
+         curl -s http://127.0.0.1:{port}/; wait",
+        exe.display()
+    );
+    let copies = ["one", "two"].map(|inst| {
+        let args = ["--name", "cl", "--instance", inst, "--", "sh", "-c", &script];
+        (wrap_in(&env, build.path(), &args), inst)
+    });
+    for (p, inst) in &copies {
+        let own = env.wait_routed(&format!("{inst}.cl.localhost"), START).body;
+        let out = wait_for(&format!("{inst}'s clients"), START, || {
+            let out = p.stdout();
+            (out.matches("static pid").count() >= 3).then_some(out)
+        });
+        assert_eq!(out.matches(own.as_str()).count(), 3, "{inst} reaches its own server ({own}): {out}");
+    }
 }
 
 #[test]

@@ -30,6 +30,8 @@ mod router_ctl;
 mod router_log;
 #[cfg(target_os = "linux")]
 mod seccomp;
+#[cfg(target_os = "linux")]
+mod seccomp_proc;
 mod shim;
 mod signals;
 mod sys;

@@ -2,11 +2,11 @@
 //! (statically linked, Go — their sockets bypass libc) are converted by the
 //! wrapper instead of the shim, so two copies of such a server run side by
 //! side. The wrapped command gets a filter (`sys_seccomp`) that sends its
-//! tree's `bind()` and `listen()` to a thread of the wrapper:
+//! tree's `bind()`, `listen()` and `connect()` to a thread of the wrapper:
 //! - a TCP bind of a port ≠ 0 on loopback or the wildcard, from a process
 //!   that does not carry the shim, is done by the wrapper on the process's
 //!   own socket (a copy from `pidfd_getfd`, same open file) to an ephemeral
-//!   loopback port of the same family, under the instance's name for the
+//!   loopback port (127.0.0.1, v4-mapped for an IPv6 socket), under the instance's name for the
 //!   requested port (the claim and the names of `agentfs_registry::claim`);
 //!   the call returns 0. A port the instance holds already is EADDRINUSE,
 //!   as the shim says (a replica with `--replica`).
@@ -14,8 +14,11 @@
 //!   requested port to the ephemeral one over TCP is written (as the PORT
 //!   fallback's), and the claim removed; files are removed once the process
 //!   or its listener is gone.
+//! - a TCP connect to loopback:P where the tree converted a listener on P
+//!   is made by the wrapper on the caller's socket to that listener's
+//!   ephemeral port, so the instance's clients reach their own server.
 //! - anything else — AF_UNIX binds (the shim's), UDP, port 0, processes with
-//!   the shim — continues untouched at once.
+//!   the shim, connects while nothing is converted — continues at once.
 //!
 //! The socket stays TCP (not a Unix socket, as the shim makes): Go's
 //! net/http reads the peer address of each accepted connection from
@@ -24,15 +27,18 @@
 //! the app can see: getsockname() gives the ephemeral port.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentfs_registry::env::{self, PortSet};
 use agentfs_registry::{Home, SocketName, claim, liveness, procnet, scan};
 
+use crate::seccomp_proc::{
+    cmdline, convertible, nonblocking, read_sockaddr, socket_inode, tcp_socket, tgid, their_socket, unbound_tcp,
+    unix_accepts,
+};
 use crate::sys_seccomp::{self as sys, Answer, Notif};
 use crate::unseen::Converted;
 use crate::watch::{TcpRoute, write_tcp_route_at};
@@ -88,14 +94,14 @@ pub fn supervise(listener: OwnedFd, home: Home, me: Instance, replica: bool, qui
         converted: converted.clone(),
         next_replica: 1,
     };
-    std::thread::spawn(move || s.run(&listener));
+    std::thread::spawn(move || s.run(&Arc::new(listener)));
     converted
 }
 
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
 
 impl Supervisor {
-    fn run(&mut self, listener: &OwnedFd) {
+    fn run(&mut self, listener: &Arc<OwnedFd>) {
         let mut swept = Instant::now();
         loop {
             let mut fds = [rustix::event::PollFd::new(listener, rustix::event::PollFlags::IN)];
@@ -108,8 +114,9 @@ impl Supervisor {
             let ready = fds[0].revents();
             if ready.contains(rustix::event::PollFlags::IN) {
                 if let Ok(n) = sys::recv(listener) {
-                    let answer = self.handle(listener, &n);
-                    let _ = sys::respond(listener, n.id, answer);
+                    if let Some(answer) = self.handle(listener, &n) {
+                        let _ = sys::respond(listener, n.id, answer);
+                    }
                 }
             } else if ready.intersects(rustix::event::PollFlags::HUP | rustix::event::PollFlags::ERR) {
                 break; // no process of the tree is left
@@ -122,22 +129,62 @@ impl Supervisor {
         self.sweep();
     }
 
-    fn handle(&mut self, listener: &OwnedFd, n: &Notif) -> Answer {
-        let Some(pid) = tgid(n.pid) else { return Answer::Continue };
+    /// The answer to notification `n`; `None` when a thread will give it.
+    fn handle(&mut self, listener: &Arc<OwnedFd>, n: &Notif) -> Option<Answer> {
+        let is_connect = n.nr == libc::SYS_connect;
+        // Nothing converted yet: no connect can be one to redirect.
+        if is_connect && !self.entries.values().any(|e| e.listening) {
+            return Some(Answer::Continue);
+        }
+        let Some(pid) = tgid(n.pid) else { return Some(Answer::Continue) };
         // int and socklen_t arguments: the kernel reads their low 32 bits only.
         let int = |i: usize| n.args[i] as u32 as i32;
         let fd = int(0);
-        match n.nr {
-            nr if nr == libc::SYS_bind => {
-                let Some(addr) = read_sockaddr(n.pid, n.args[1], n.args[2] as u32) else { return Answer::Continue };
-                if !sys::id_valid(listener, n.id) {
-                    return Answer::Continue;
-                }
-                self.bind(pid, fd, addr)
-            }
-            nr if nr == libc::SYS_listen => self.listen(pid, fd, int(1)),
-            _ => Answer::Continue,
+        if n.nr == libc::SYS_listen {
+            return Some(self.listen(pid, fd, int(1)));
         }
+        let Some(addr) = read_sockaddr(n.pid, n.args[1], n.args[2] as u32) else { return Some(Answer::Continue) };
+        if !sys::id_valid(listener, n.id) {
+            return Some(Answer::Continue);
+        }
+        match n.nr {
+            nr if nr == libc::SYS_bind => Some(self.bind(pid, fd, addr)),
+            _ if is_connect => self.connect(listener, n.id, (pid, fd), addr),
+            _ => Some(Answer::Continue),
+        }
+    }
+
+    /// A connect to loopback:P where this tree converted a listener on P
+    /// goes to it (its ephemeral port), done by the wrapper on the caller's
+    /// socket — in a thread of its own for a blocking socket.
+    fn connect(&self, listener: &Arc<OwnedFd>, id: u64, (pid, fd): (u32, i32), addr: SocketAddr) -> Option<Answer> {
+        let Some(dest) = agentfs_registry::reach::local_destination(addr).filter(|d| d.port() != 0) else {
+            return Some(Answer::Continue);
+        };
+        let reached = self.entries.values().filter(|e| e.listening && e.requested.port() == dest.port());
+        let best = reached
+            .filter_map(|e| Some((agentfs_registry::reach::reach(e.requested.ip(), dest)?, e)))
+            .max_by_key(|(score, _)| *score);
+        let Some((_, entry)) = best else { return Some(Answer::Continue) };
+        let Some(sock) = their_socket(pid, fd).filter(|s| tcp_socket(s, addr.is_ipv6())) else {
+            return Some(Answer::Continue);
+        };
+        let target = match (addr.is_ipv6(), entry.local.ip()) {
+            (true, std::net::IpAddr::V4(v4)) => SocketAddr::new(v4.to_ipv6_mapped().into(), entry.local.port()),
+            (false, std::net::IpAddr::V6(_)) => return Some(Answer::Continue),
+            _ => entry.local,
+        };
+        let blocking = !nonblocking(&sock);
+        let connect = move || match rustix::net::connect(&sock, &target) {
+            Ok(()) => Answer::Return(0),
+            Err(e) => Answer::Errno(e.raw_os_error()),
+        };
+        if !blocking {
+            return Some(connect());
+        }
+        let listener = listener.clone();
+        std::thread::spawn(move || sys::respond(&listener, id, connect()));
+        None
     }
 
     fn bind(&mut self, pid: u32, fd: i32, addr: SocketAddr) -> Answer {
@@ -154,12 +201,16 @@ impl Supervisor {
         };
         let claim_file = scan::claim_path(&self.home.run_dir(), &stem);
         let Ok(Some(held)) = claim::Claim::take(&claim_file, pid, addr) else { return Answer::Errno(libc::EADDRINUSE) };
-        let ephemeral: SocketAddr =
-            if addr.is_ipv6() { (Ipv6Addr::LOCALHOST, 0).into() } else { (Ipv4Addr::LOCALHOST, 0).into() };
-        if rustix::net::bind(&sock, &ephemeral).is_err() {
+        // An IPv6 socket takes 127.0.0.1 v4-mapped (so IPv4 and IPv6 clients
+        // both reach it), else [::1] (a v6-only socket).
+        let v4: SocketAddr = (Ipv4Addr::LOCALHOST, 0).into();
+        let mapped: SocketAddr = (Ipv4Addr::LOCALHOST.to_ipv6_mapped(), 0).into();
+        let tries: &[SocketAddr] = if addr.is_ipv6() { &[mapped, (Ipv6Addr::LOCALHOST, 0).into()] } else { &[v4] };
+        if !tries.iter().any(|t| rustix::net::bind(&sock, t).is_ok()) {
             return Answer::Continue; // fail open: the original bind happens
         }
         let local = rustix::net::getsockname(&sock).ok().and_then(|a| SocketAddr::try_from(a).ok());
+        let local = local.map(|l| SocketAddr::new(l.ip().to_canonical(), l.port()));
         let (Some(local), Ok(st)) = (local, rustix::fs::fstat(&sock)) else { return Answer::Return(0) };
         held.keep();
         self.converted.lock().map(|mut c| c.insert(st.st_ino)).unwrap_or_default();
@@ -244,106 +295,5 @@ impl Supervisor {
             }
             false
         });
-    }
-}
-
-/// Loopback or the wildcard, in any spelling (as the shim converts).
-fn convertible(ip: IpAddr) -> bool {
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    };
-    ip.is_loopback() || ip.is_unspecified()
-}
-
-fn unix_accepts(path: &Path) -> bool {
-    agentfs_registry::sunpath::SockPath::new(path)
-        .is_ok_and(|p| std::os::unix::net::UnixStream::connect(p.as_path()).is_ok())
-}
-
-/// The process (thread group) of thread `tid`.
-fn tgid(tid: u32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("Tgid:"))?.trim().parse().ok()
-}
-
-/// The sockaddr at `ptr` (`len` bytes) in the memory of thread `tid`.
-fn read_sockaddr(tid: u32, ptr: u64, len: u32) -> Option<SocketAddr> {
-    let mut buf = [0u8; 28];
-    let len = usize::try_from(len).ok()?.min(buf.len());
-    let mem = std::fs::File::open(format!("/proc/{tid}/mem")).ok()?;
-    mem.read_exact_at(&mut buf[..len], ptr).ok()?;
-    let port = u16::from_be_bytes([buf[2], buf[3]]);
-    match i32::from(u16::from_ne_bytes([buf[0], buf[1]])) {
-        libc::AF_INET if len >= 16 => Some((Ipv4Addr::new(buf[4], buf[5], buf[6], buf[7]), port).into()),
-        libc::AF_INET6 if len >= 24 => {
-            let ip: [u8; 16] = buf[8..24].try_into().ok()?;
-            Some((Ipv6Addr::from(ip), port).into())
-        }
-        _ => None,
-    }
-}
-
-/// A copy of descriptor `fd` of process `pid` (the same open socket).
-fn their_socket(pid: u32, fd: i32) -> Option<OwnedFd> {
-    let pidfd = rustix::process::pidfd_open(
-        rustix::process::Pid::from_raw(i32::try_from(pid).ok()?)?,
-        rustix::process::PidfdFlags::empty(),
-    )
-    .ok()?;
-    rustix::process::pidfd_getfd(&pidfd, fd, rustix::process::PidfdGetfdFlags::empty()).ok()
-}
-
-/// A TCP socket of the requested family, not bound yet.
-fn unbound_tcp(sock: &impl AsFd, v6: bool) -> bool {
-    use rustix::net::{AddressFamily, SocketType, sockopt};
-    let family = if v6 { AddressFamily::INET6 } else { AddressFamily::INET };
-    let tcp = sockopt::socket_protocol(sock).is_ok_and(|p| p.is_none_or(|p| p == rustix::net::ipproto::TCP));
-    let unbound =
-        rustix::net::getsockname(sock).ok().and_then(|a| SocketAddr::try_from(a).ok()).is_some_and(|a| a.port() == 0);
-    sockopt::socket_type(sock) == Ok(SocketType::STREAM) && sockopt::socket_domain(sock) == Ok(family) && tcp && unbound
-}
-
-/// The inode of socket descriptor `fd` of `pid` (`socket:[N]`).
-fn socket_inode(pid: u32, fd: i32) -> Option<u64> {
-    let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
-    link.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
-}
-
-fn cmdline(pid: u32) -> Vec<String> {
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    raw.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn converts_loopback_and_wildcard_only() {
-        for ip in ["127.0.0.1", "127.1.2.3", "0.0.0.0", "::", "::1", "::ffff:127.0.0.1", "::ffff:0.0.0.0"] {
-            assert!(convertible(ip.parse().unwrap()), "{ip}");
-        }
-        for ip in ["192.168.1.2", "10.0.0.1", "fe80::1", "::ffff:10.0.0.1"] {
-            assert!(!convertible(ip.parse().unwrap()), "{ip}");
-        }
-    }
-
-    #[test]
-    fn reads_a_sockaddr_from_a_process_memory() {
-        let mut v4 = [0u8; 16];
-        v4[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
-        v4[2..4].copy_from_slice(&8000u16.to_be_bytes());
-        v4[4..8].copy_from_slice(&[127, 0, 0, 1]);
-        let mut v6 = [0u8; 28];
-        v6[..2].copy_from_slice(&(libc::AF_INET6 as u16).to_ne_bytes());
-        v6[2..4].copy_from_slice(&3000u16.to_be_bytes());
-        v6[23] = 1;
-        let me = std::process::id();
-        let at = |b: &[u8]| b.as_ptr() as u64;
-        assert_eq!(read_sockaddr(me, at(&v4), 16), Some("127.0.0.1:8000".parse().unwrap()));
-        assert_eq!(read_sockaddr(me, at(&v6), 28), Some("[::1]:3000".parse().unwrap()));
-        assert_eq!(read_sockaddr(me, at(&v4), 8), None, "too short for its family");
-        assert_eq!(tgid(me), Some(me));
     }
 }

@@ -1,5 +1,5 @@
 //! The unsafe system calls of seccomp interception (Linux), kept apart from
-//! `seccomp`'s logic: the BPF filter that sends `bind`/`listen` of the
+//! `seccomp`'s logic: the BPF filter that sends `bind`/`listen`/`connect` of the
 //! wrapped tree to the wrapper, its installation in the child between fork
 //! and exec (async-signal-safe: everything is built before the fork), the
 //! hand-over of the listener descriptor to the wrapper over a socket pair,
@@ -35,16 +35,18 @@ fn jump(k: u32, jt: u8, jf: u8) -> libc::sock_filter {
     libc::sock_filter { code: JEQ_K, jt, jf, k }
 }
 
-/// The filter: on this architecture, `bind` and `listen` go to the
-/// supervisor; every other call (and every other ABI) is allowed untouched.
+/// The filter: on this architecture, `bind`, `listen` and `connect` go to
+/// the supervisor; every other call (and every other ABI) is allowed
+/// untouched. Jump offsets count from the next instruction.
 pub fn program() -> Vec<libc::sock_filter> {
-    let (bind, listen) = (libc::SYS_bind as u32, libc::SYS_listen as u32);
+    let (bind, listen, connect) = (libc::SYS_bind as u32, libc::SYS_listen as u32, libc::SYS_connect as u32);
     vec![
-        stmt(LD_W_ABS, ARCH_AT),
-        jump(ARCH, 0, 4),
-        stmt(LD_W_ABS, NR_AT),
-        jump(bind, 2, 0),
-        jump(listen, 1, 0),
+        stmt(LD_W_ABS, ARCH_AT), // 0
+        jump(ARCH, 0, 6),        // 1: another ABI → 8
+        stmt(LD_W_ABS, NR_AT),   // 2
+        jump(bind, 3, 0),        // 3 → 7
+        jump(listen, 2, 0),      // 4 → 7
+        jump(connect, 1, 0),     // 5 → 7
         stmt(RET_K, libc::SECCOMP_RET_ALLOW),
         stmt(RET_K, libc::SECCOMP_RET_USER_NOTIF),
         stmt(RET_K, libc::SECCOMP_RET_ALLOW),
@@ -56,28 +58,31 @@ pub fn program() -> Vec<libc::sock_filter> {
 /// Without CAP_SYS_ADMIN the kernel wants no_new_privs first (then setuid
 /// programs of the tree do not gain privileges).
 fn install(prog: &libc::sock_fprog) -> RawFd {
-    let call = || {
+    let call = |flags: libc::c_ulong| {
         // SAFETY: `prog` points to a valid filter that outlives the call.
         unsafe {
-            libc::syscall(
-                libc::SYS_seccomp,
-                libc::SECCOMP_SET_MODE_FILTER,
-                libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
-                prog as *const libc::sock_fprog,
-            )
+            libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, flags, prog as *const libc::sock_fprog)
         }
     };
+    // SAFETY: reading errno right after a failed call.
+    let errno = || unsafe { *libc::__errno_location() };
+    // SAFETY: prctl(PR_SET_NO_NEW_PRIVS) takes integers only.
+    let no_new_privs = || unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
     // SAFETY: geteuid(2) has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        // SAFETY: prctl(PR_SET_NO_NEW_PRIVS) takes integers only.
-        unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+        no_new_privs();
     }
-    let mut fd = call();
-    // SAFETY: reading errno right after the failed call.
-    if fd < 0 && unsafe { *libc::__errno_location() } == libc::EACCES {
-        // SAFETY: as above.
-        unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
-        fd = call();
+    // Once the wrapper has read a notification, only a fatal signal ends the
+    // wait (5.19+): a call it has acted on is never restarted by a signal
+    // (Go's preemption signals) and made again on a socket it already bound.
+    let killable = libc::SECCOMP_FILTER_FLAG_NEW_LISTENER | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV;
+    let mut fd = call(killable);
+    if fd < 0 && errno() == libc::EACCES {
+        no_new_privs();
+        fd = call(killable);
+    }
+    if fd < 0 && errno() == libc::EINVAL {
+        fd = call(libc::SECCOMP_FILTER_FLAG_NEW_LISTENER);
     }
     RawFd::try_from(fd).unwrap_or(-1)
 }
@@ -245,5 +250,37 @@ pub fn probe() -> Result<(), String> {
     match libc::WEXITSTATUS(status) {
         0 if libc::WIFEXITED(status) => Ok(()),
         e => Err(format!("seccomp(SECCOMP_FILTER_FLAG_NEW_LISTENER) fails: {}", io::Error::from_raw_os_error(e))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs the classic BPF program on (arch, nr), as the kernel would.
+    fn verdict(arch: u32, nr: u32) -> u32 {
+        let prog = program();
+        let (mut pc, mut acc) = (0usize, 0u32);
+        loop {
+            let i = prog[pc];
+            match i.code {
+                LD_W_ABS => acc = if i.k == ARCH_AT { arch } else { nr },
+                JEQ_K => pc += usize::from(if acc == i.k { i.jt } else { i.jf }),
+                _ => return i.k,
+            }
+            pc += 1;
+        }
+    }
+
+    #[test]
+    fn the_filter_sends_bind_listen_and_connect_only() {
+        let nr = |n: libc::c_long| n as u32;
+        for call in [libc::SYS_bind, libc::SYS_listen, libc::SYS_connect] {
+            assert_eq!(verdict(ARCH, nr(call)), libc::SECCOMP_RET_USER_NOTIF, "{call}");
+            assert_eq!(verdict(0x4000_0003, nr(call)), libc::SECCOMP_RET_ALLOW, "another ABI: {call}");
+        }
+        for call in [libc::SYS_accept4, libc::SYS_read, libc::SYS_getsockname, libc::SYS_socket] {
+            assert_eq!(verdict(ARCH, nr(call)), libc::SECCOMP_RET_ALLOW, "{call}");
+        }
     }
 }

@@ -17,6 +17,7 @@
 //! - [`exit`] — how a reaped process of a wrapped tree ended: crash or restart.
 //! - [`liveness`] — is a pid alive; the clock.
 //! - [`procnet`] — Linux's `/proc/net` tables: does a Unix socket listen, who owns a TCP listener.
+//! - [`reach`] — which listener a loopback TCP connect reaches (family, address, wildcard).
 //! - [`proctree`] — processes by parentage and group, their environment (Linux `/proc`).
 //! - [`stop`] — stopping a process tree: SIGTERM, grace period, SIGKILL.
 //! - [`reap`] — what a killed wrapper left running, stopped; the sweep of dead wrappers.
@@ -44,6 +45,7 @@ pub mod model;
 pub mod names;
 pub mod procnet;
 pub mod proctree;
+pub mod reach;
 pub mod reap;
 pub mod record;
 pub mod routes;
