@@ -245,7 +245,8 @@ fn a_static_child_that_listens_on_tcp_is_routed_and_named() {
     // sh (which takes the shim) starts a static program (which cannot): only the scan finds its listener.
     let script = format!("PORT={port} {}; true", exe.display());
     let started = Instant::now();
-    let app = wrap_in(&env, dir.path(), &["--name", "stat", "--instance", "main", "--", "sh", "-c", &script]);
+    let args = ["--name", "stat", "--instance", "main", "--", "sh", "-c", &script];
+    let app = wrap_in_with(&env, dir.path(), &args, &[NO_SECCOMP]);
     let said = wait_stderr(&app, "which the shim cannot enter (statically linked)", Duration::from_secs(10));
     assert!(said.contains(&format!("listens on TCP 127.0.0.1:{port}")), "{said}");
     assert!(said.contains("a second copy will collide on that port"), "{said}");

@@ -37,6 +37,9 @@ pub fn run(command: &[OsString]) -> Result<ExitCode> {
     let home = Home::from_env()?;
     let mut findings = vec![check_home(&home), check_shim(&home), check_router(&home), check_resolution()];
     findings.push(check_sun_path(&home));
+    if cfg!(target_os = "linux") {
+        findings.push(ok(crate::intercept::describe()));
+    }
     findings.extend(check_env());
     if !command.is_empty() {
         findings.extend(check_command(&home, command));
@@ -138,7 +141,12 @@ fn check_command(home: &Home, command: &[OsString]) -> Vec<Finding> {
     let chain: Vec<String> = r.chain.iter().map(|p| p.display().to_string()).collect();
     let mut v = vec![ok(format!("{shown} runs as {}", chain.join(" → ")))];
     let last = chain.last().map_or("", String::as_str);
-    let fallback = "agentfs wrap sets PORT to a free port and routes the instance there; the app must listen on $PORT";
+    let seccomp = crate::intercept::Intercept::prepare().is_ok();
+    let fallback = if seccomp {
+        "agentfs wrap converts its TCP binds with seccomp interception: it keeps its port, two copies run side by side"
+    } else {
+        "agentfs wrap sets PORT to a free port and routes the instance there; the app must listen on $PORT"
+    };
     v.push(match r.kind {
         Binary::ElfStatic => Finding {
             ok: true,
@@ -163,18 +171,16 @@ fn check_command(home: &Home, command: &[OsString]) -> Vec<Finding> {
         Binary::Script | Binary::Other => ok("not an executable format this check reads; the shim is expected to load"),
     });
     if matches!(r.kind, Binary::ElfGo { .. }) && command.get(1).is_some_and(|a| a == "run") {
-        v.push(ok(
-            "`go run` builds a Go program and runs it: the shim cannot enter that either (it gets the same PORT)",
-        ));
+        let same = if seccomp { "its binds are intercepted the same way" } else { "it gets the same PORT" };
+        v.push(ok(format!("`go run` builds a Go program and runs it: the shim cannot enter that either ({same})")));
     }
     if r.chain.len() > 1 || r.kind == Binary::Script {
-        v.extend(crate::doctor_script::named_programs(&r.chain[0]));
-    }
-    if cfg!(target_os = "linux") {
-        v.push(ok(
-            "interception for programs the shim cannot enter: the listener scan (a TCP listener of the tree is \
-             routed over TCP; seccomp user notification is not used)",
-        ));
+        let fix = if seccomp {
+            "agentfs wrap converts its TCP binds with seccomp interception"
+        } else {
+            "agentfs wrap gives it PORT and routes a TCP listener of the tree over TCP"
+        };
+        v.extend(crate::doctor_script::named_programs(&r.chain[0], fix));
     }
     v.extend(check_launch_plan(home, command));
     #[cfg(target_vendor = "apple")]

@@ -17,8 +17,9 @@ use crate::program;
 const MAX_BYTES: u64 = 64 * 1024;
 const MAX_WORDS: usize = 400;
 
-/// One finding per program the script names that the shim cannot enter.
-pub fn named_programs(script: &Path) -> Vec<Finding> {
+/// One finding per program the script names that the shim cannot enter,
+/// with `fix`: what `wrap` does about it.
+pub fn named_programs(script: &Path, fix: &str) -> Vec<Finding> {
     let mut text = String::new();
     let Ok(f) = std::fs::File::open(script) else { return Vec::new() };
     if f.take(MAX_BYTES).read_to_string(&mut text).is_err() {
@@ -50,7 +51,7 @@ pub fn named_programs(script: &Path) -> Vec<Finding> {
         v.push(Finding {
             ok: true,
             what: format!("the script runs {w} ({}), {what}: the shim cannot enter it", p.display()),
-            fix: Some("agentfs wrap gives it PORT and routes a TCP listener of the tree over TCP".into()),
+            fix: Some(fix.into()),
         });
     }
     v

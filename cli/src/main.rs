@@ -20,6 +20,7 @@ mod doctor_macos;
 mod doctor_script;
 mod front;
 mod identity;
+mod intercept;
 mod launch;
 mod live_record;
 mod program;
@@ -27,9 +28,15 @@ mod ps;
 mod route;
 mod router_ctl;
 mod router_log;
+#[cfg(target_os = "linux")]
+mod seccomp;
+#[cfg(target_os = "linux")]
+mod seccomp_proc;
 mod shim;
 mod signals;
 mod sys;
+#[cfg(target_os = "linux")]
+mod sys_seccomp;
 mod terminal;
 mod tree;
 mod unseen;

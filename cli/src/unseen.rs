@@ -22,11 +22,16 @@ use agentfs_registry::{Home, SocketName, procnet, proctree, scan};
 use crate::watch::{TcpRoute, write_tcp_route};
 use crate::wrap::Instance;
 
+/// The inodes of the sockets the seccomp supervisor converted (routed
+/// already), which the scan leaves alone.
+pub type Converted = std::sync::Arc<std::sync::Mutex<BTreeSet<u64>>>;
+
 /// How often the tree is looked at.
 const EVERY: Duration = Duration::from_millis(250);
 
 /// Watches the tree of this wrapper for TCP listeners the shim cannot see.
-pub fn watch(home: Home, me: Instance, cwd: PathBuf) {
+/// Sockets in `converted` (by the seccomp supervisor) are routed already.
+pub fn watch(home: Home, me: Instance, cwd: PathBuf, converted: Option<Converted>) {
     if !cfg!(target_os = "linux") {
         return;
     }
@@ -36,6 +41,9 @@ pub fn watch(home: Home, me: Instance, cwd: PathBuf) {
         loop {
             thread::sleep(EVERY);
             other_users(&home, &me, &mut told);
+            if let Some(c) = converted.as_ref().and_then(|c| c.lock().ok()) {
+                done.extend(c.iter());
+            }
             for found in unseen_listeners(&home, &me, &done) {
                 done.insert(found.inode);
                 route(&home, &me, &found, &cwd);
@@ -113,7 +121,7 @@ fn unseen_listeners(home: &Home, me: &Instance, done: &BTreeSet<u64>) -> Vec<Uns
 /// Whether the shim is loaded in `pid` and sees its sockets (it is then the
 /// shim's choice that this listener stayed on TCP). A cgo Go program loads
 /// the shim but makes its socket calls as raw syscalls.
-fn carries_shim(pid: u32) -> bool {
+pub fn carries_shim(pid: u32) -> bool {
     let exe = Path::new("/proc").join(pid.to_string()).join("exe");
     std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|m| m.contains("libagentfs_shim"))
         && !matches!(binary::classify_path(&exe), Binary::ElfGo { .. })
@@ -144,7 +152,7 @@ fn route(home: &Home, me: &Instance, u: &Unseen, cwd: &std::path::Path) {
 }
 
 /// Why the shim is not in `pid`.
-fn why_unseen(pid: u32) -> &'static str {
+pub fn why_unseen(pid: u32) -> &'static str {
     match binary::classify_path(&Path::new("/proc").join(pid.to_string()).join("exe")) {
         Binary::ElfStatic => "statically linked",
         Binary::ElfGo { .. } => "a Go program: its sockets bypass libc",

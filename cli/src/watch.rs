@@ -154,6 +154,12 @@ pub struct TcpRoute {
 /// Writes the sidecar that routes port `route.bound.port()` of the instance
 /// to `route.target` over TCP.
 pub fn write_tcp_route(home: &Home, me: &Instance, route: TcpRoute) -> std::io::Result<()> {
+    let stem = SocketName::new(me.app.clone(), me.instance.clone(), route.bound.port()).stem();
+    write_tcp_route_at(home, me, &stem, route)
+}
+
+/// The same, under the name `stem` (a replica's).
+pub fn write_tcp_route_at(home: &Home, me: &Instance, stem: &str, route: TcpRoute) -> std::io::Result<()> {
     let port = route.bound.port();
     let sidecar = Sidecar {
         v: VERSION,
@@ -170,6 +176,5 @@ pub fn write_tcp_route(home: &Home, me: &Instance, route: TcpRoute) -> std::io::
         cwd: route.cwd,
         started_at_ms: liveness::now_ms(),
     };
-    let stem = SocketName::new(me.app.clone(), me.instance.clone(), port).stem();
-    record::write(&scan::sidecar_path(&home.run_dir(), &stem), &sidecar)
+    record::write(&scan::sidecar_path(&home.run_dir(), stem), &sidecar)
 }

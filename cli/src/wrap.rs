@@ -20,6 +20,7 @@ use agentfs_registry::runfile::wrapper_stem;
 use agentfs_registry::{Home, Label, SocketName, env, liveness, reap, scan};
 
 use crate::args::WrapArgs;
+use crate::intercept::Intercept;
 use crate::live_record::LiveRecord;
 use crate::program;
 use crate::signals::Forwarder;
@@ -69,15 +70,16 @@ pub fn run(args: WrapArgs) -> Result<ExitCode> {
 
     let program = &args.command[0];
     let resolved = program::resolve(program, std::env::var_os("PATH").as_deref());
-    let fallback_port = match &resolved {
-        Some(r) if r.kind.refuses_shim() || r.chain.last().is_some_and(|p| p.to_str().is_some_and(refuses_shim)) => {
-            Some(watch::free_loopback_port()?)
-        }
+    let intercept = Intercept::prepare().ok();
+    let refused = refusal(resolved.as_ref());
+    let fallback_port = match refused {
+        Some(_) if intercept.is_none() => Some(watch::free_loopback_port()?),
         _ => None,
     };
-    let mut cmd = command(&args, &home, &me, fallback_port)?;
+    let mut cmd = command(&args, &home, &me, fallback_port, intercept.is_some())?;
     let terminal = Terminal::controlling();
     tree::prepare(&mut cmd, terminal.as_ref());
+    intercept.iter().for_each(|i| i.install(&mut cmd));
 
     let forwarder = Forwarder::install()?;
     tree::become_subreaper();
@@ -90,27 +92,64 @@ pub fn run(args: WrapArgs) -> Result<ExitCode> {
     let live = std::sync::Arc::new(LiveRecord::new(record_path, record));
     let tree = Tree::new(child.id(), terminal, grace, home.clone(), live.clone());
     forwarder.to(tree.shared());
-    match fallback_port {
+    let quiet = refused.is_some().then_some(child.id());
+    let converted = intercept.and_then(|i| i.start(home.clone(), me.clone(), args.replica, quiet));
+    watch_listeners(&home, me, child.id(), Reach { fallback_port, refused, converted }, live, cmd_line, cwd);
+    Ok(ExitCode::from(tree.wait()))
+}
+
+/// How the app's listeners reach the router, and what the command is.
+struct Reach {
+    fallback_port: Option<u16>,
+    /// The program the shim cannot enter (shown, why), if the command is one.
+    refused: Option<(String, &'static str)>,
+    converted: Option<crate::unseen::Converted>,
+}
+
+/// The program the shim cannot enter, if the command is one: (shown, why).
+fn refusal(resolved: Option<&program::Resolved>) -> Option<(String, &'static str)> {
+    let r = resolved?;
+    if !(r.kind.refuses_shim() || r.chain.last().is_some_and(|p| p.to_str().is_some_and(refuses_shim))) {
+        return None;
+    }
+    let why = match r.kind {
+        Binary::ElfGo { .. } => "a Go program: its sockets bypass libc",
+        Binary::ElfStatic => "statically linked",
+        _ => "arm64e, or hardened against it",
+    };
+    Some((r.chain.last().map_or_else(String::new, |p| p.display().to_string()), why))
+}
+
+/// The PORT fallback's TCP route; or the banner, with seccomp's conversions
+/// and the scan of the tree for listeners the shim cannot see.
+fn watch_listeners(
+    home: &Home,
+    me: Instance,
+    pid: u32,
+    how: Reach,
+    live: std::sync::Arc<LiveRecord>,
+    cmd_line: Vec<String>,
+    cwd: PathBuf,
+) {
+    let (shown, why) = how.refused.clone().unwrap_or_default();
+    match how.fallback_port {
         Some(port) => {
-            let shown =
-                resolved.as_ref().and_then(|r| r.chain.last()).map_or_else(String::new, |p| p.display().to_string());
-            let why = match resolved.as_ref().map(|r| r.kind) {
-                Some(Binary::ElfGo { .. }) => "a Go program: its sockets bypass libc",
-                Some(Binary::ElfStatic) => "statically linked",
-                _ => "arm64e, or hardened against it",
-            };
             eprintln!(
                 "agentfs: {shown} cannot load the shim ({why}); it gets PORT={port} and {} routes to 127.0.0.1:{port}",
                 me.url
             );
-            watch::register_tcp_fallback(home.clone(), me, child.id(), port, cmd_line, cwd);
+            watch::register_tcp_fallback(home.clone(), me, pid, port, cmd_line, cwd);
         }
         None => {
-            crate::unseen::watch(home.clone(), me.clone(), cwd);
+            if how.refused.is_some() && how.converted.is_some() {
+                eprintln!(
+                    "agentfs: {shown} cannot load the shim ({why}); its binds are converted by seccomp interception"
+                );
+            }
+            crate::unseen::watch(home.clone(), me.clone(), cwd, how.converted);
             watch::announce_when_listening(home.clone(), me, live);
         }
     }
-    Ok(ExitCode::from(tree.wait()))
 }
 
 /// Picks the instance id and writes the wrapper record under a lock on the
@@ -152,7 +191,13 @@ fn claim_instance(
 }
 
 /// The child's command line and environment.
-fn command(args: &WrapArgs, home: &Home, me: &Instance, fallback_port: Option<u16>) -> Result<Command> {
+fn command(
+    args: &WrapArgs,
+    home: &Home,
+    me: &Instance,
+    fallback_port: Option<u16>,
+    intercepted: bool,
+) -> Result<Command> {
     let host = hostname(&me.app, Some(&me.instance));
     let own_socket = scan::socket_path(
         &home.run_dir(),
@@ -180,8 +225,11 @@ fn command(args: &WrapArgs, home: &Home, me: &Instance, fallback_port: Option<u1
         let preload = shim::preload_value(&shim, std::env::var_os(shim::PRELOAD_VAR).as_deref());
         vars.push((env::SHIM.into(), shim.into()));
         vars.push((shim::PRELOAD_VAR.into(), preload));
-        // PORT for a program of the tree the shim cannot enter (the exec hooks give it).
-        vars.push((env::STATIC_PORT.into(), watch::free_loopback_port()?.to_string().into()));
+        // PORT for a program of the tree the shim cannot enter (the exec hooks give it),
+        // unless seccomp interception converts its listeners.
+        if !intercepted {
+            vars.push((env::STATIC_PORT.into(), watch::free_loopback_port()?.to_string().into()));
+        }
     }
     Ok(launch::command(&args.command, vars, args.debug))
 }

@@ -40,6 +40,9 @@ pub const PORT: &str = "AGENTFS_PORT";
 /// cannot enter (statically linked, Go): the exec hooks give it to such a
 /// program as `PORT` (an implementation detail of the CLI and the shim).
 pub const STATIC_PORT: &str = "AGENTFS_STATIC_PORT";
+/// `0` turns off seccomp interception (Linux): programs of the tree the
+/// shim cannot enter then get `PORT` and the listener scan instead.
+pub const SECCOMP: &str = "AGENTFS_SECCOMP";
 /// Seconds between SIGTERM and SIGKILL when a wrapped process tree is
 /// stopped (default 5).
 pub const STOP_TIMEOUT_SECS: &str = "AGENTFS_STOP_TIMEOUT_SECS";

@@ -17,9 +17,11 @@
 //! - [`exit`] — how a reaped process of a wrapped tree ended: crash or restart.
 //! - [`liveness`] — is a pid alive; the clock.
 //! - [`procnet`] — Linux's `/proc/net` tables: does a Unix socket listen, who owns a TCP listener.
+//! - [`reach`] — which listener a loopback TCP connect reaches (family, address, wildcard).
 //! - [`proctree`] — processes by parentage and group, their environment (Linux `/proc`).
 //! - [`stop`] — stopping a process tree: SIGTERM, grace period, SIGKILL.
 //! - [`reap`] — what a killed wrapper left running, stopped; the sweep of dead wrappers.
+//! - [`claim`] — taking a name in `run/`: is it free, the `.claim` file held until listen.
 //! - [`scan`] — `run/` → listeners, wrappers, problems; safe removal.
 //! - [`model`] — app → instance → port grouping, default instance, primary port.
 //! - [`routes`] — static routes in `routes.json`; [`static_target`] — which targets they may have.
@@ -30,6 +32,7 @@ pub mod atomic;
 pub mod binary;
 #[cfg(feature = "ca")]
 pub mod ca;
+pub mod claim;
 pub mod codesign;
 pub mod env;
 pub mod exit;
@@ -42,6 +45,7 @@ pub mod model;
 pub mod names;
 pub mod procnet;
 pub mod proctree;
+pub mod reach;
 pub mod reap;
 pub mod record;
 pub mod routes;

@@ -11,19 +11,18 @@
 //! - a socket file whose process is gone is stale and replaced.
 //!
 //! Between bind and listen (no sidecar yet) a claim file names the binding
-//! process, so a socket that is merely not listening yet is never taken.
+//! process, so a socket that is merely not listening yet is never taken
+//! (`agentfs_registry::claim`, shared with the wrapper's seccomp supervisor).
 
 use std::io;
 use std::net::SocketAddr;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use libc::c_int;
 
-use agentfs_registry::record::{self, Sidecar};
-use agentfs_registry::{SocketName, liveness, scan, sunpath::SockPath};
+use agentfs_registry::{SocketName, claim, scan, sunpath::SockPath};
 
 use crate::config::{self, Identity};
 use crate::fdtable::{self, FdState, Kind};
@@ -31,7 +30,6 @@ use crate::guard::{Outcome, Pass};
 use crate::listeners::{self, Listener};
 use crate::log::decision;
 use crate::sockaddr::{self, Addr};
-use crate::sockfile::claim_path;
 use crate::{errno, swap, sys};
 
 /// Why a conversion did not happen.
@@ -40,6 +38,12 @@ enum Refusal {
     Errno(c_int),
     /// Something went wrong: the original bind happens instead (fail open).
     Failed(String),
+}
+
+impl From<String> for Refusal {
+    fn from(why: String) -> Refusal {
+        Refusal::Failed(why)
+    }
 }
 
 impl From<&str> for Refusal {
@@ -111,7 +115,8 @@ fn place(fd: c_int, id: &Identity, addr: SocketAddr) -> Result<PathBuf, Refusal>
     for _attempt in 0..3 {
         let name = choose_name(id, local, rep.v6only, rep.reuseport)?;
         let path = scan::socket_path(&id.run_dir, &name.stem_in(&id.run_dir));
-        let Some(claim) = Claim::take(&path, addr)? else { continue };
+        let Some(claim_file) = claim::claim_path(&path) else { return Err("socket path has no file name".into()) };
+        let Some(claim) = claim::Claim::take(&claim_file, std::process::id(), addr)? else { continue };
         match bind_unix(rep.new.raw(), &path) {
             Ok(()) => return record(fd, rep, path, local).inspect(|_| claim.keep()),
             Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => continue,
@@ -176,32 +181,12 @@ fn choose_name(id: &Identity, local: Addr, v6only: bool, reuseport: bool) -> Res
         return Ok(replica_name(id, local.port));
     }
     let canonical = SocketName::new(id.app.clone(), id.instance.clone(), local.port);
-    let stem = canonical.stem_in(&id.run_dir);
-    let path = scan::socket_path(&id.run_dir, &stem);
-    match std::fs::symlink_metadata(&path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound && !claimed_by_other(&path) => return Ok(canonical),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return if id.replica { Ok(replica_name(id, local.port)) } else { Err(Refusal::Errno(libc::EADDRINUSE)) };
-        }
-        Err(e) => return Err(Refusal::Failed(format!("cannot inspect {}: {e}", path.display()))),
-        Ok(m) if !m.file_type().is_socket() => {
-            return Err(Refusal::Failed(format!("{} exists and is not a socket", path.display())));
-        }
-        Ok(_) => {}
+    match claim::name_is_free(&id.run_dir, &canonical.stem_in(&id.run_dir), std::process::id(), sys::unix_accepts) {
+        Ok(true) => Ok(canonical),
+        Ok(false) if id.replica => Ok(replica_name(id, local.port)),
+        Ok(false) => Err(Refusal::Errno(libc::EADDRINUSE)),
+        Err(why) => Err(Refusal::Failed(why)),
     }
-    if holder_alive(&id.run_dir, &stem, &path) {
-        return if id.replica { Ok(replica_name(id, local.port)) } else { Err(Refusal::Errno(libc::EADDRINUSE)) };
-    }
-    let claim = claim_path(&path).unwrap_or_default();
-    for stale in [scan::sidecar_path(&id.run_dir, &stem), path, claim] {
-        match std::fs::remove_file(&stale) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                return Err(Refusal::Failed(format!("cannot remove stale {}: {e}", stale.display())));
-            }
-            _ => {}
-        }
-    }
-    Ok(canonical)
 }
 
 /// Whether a listener this process recorded still has an open descriptor
@@ -240,74 +225,6 @@ fn conflicts(held: &Listener, new: Addr, new_v6only: bool, new_reuseport: bool) 
     // An IPv6 wildcard that is not v6-only also holds the IPv4 port.
     let (v6, v6only) = if held.local.v6 { (&held.local, held.v6only) } else { (&new, new_v6only) };
     wildcard(v6) && !v6only
-}
-
-/// Whether the process behind an existing socket file is still there. A
-/// claim names a live process between its bind and its listen; a sidecar
-/// names the process that listened, and the socket must still accept (a
-/// listener closed behind the shim's back, as a port check does, leaves a
-/// sidecar naming a live pid); a bare socket must accept.
-fn holder_alive(run_dir: &Path, stem: &str, path: &Path) -> bool {
-    if claimed_by_other(path) {
-        return true;
-    }
-    match record::read::<Sidecar>(&scan::sidecar_path(run_dir, stem)) {
-        Ok(sc) if sc.pid != std::process::id() && !liveness::pid_alive(sc.pid) => false,
-        _ => sys::unix_accepts(path),
-    }
-}
-
-/// A claim (`.<stem>.claim`) naming another process that is alive.
-fn claimed_by_other(socket: &Path) -> bool {
-    let Some(claim) = claim_path(socket) else { return false };
-    // Never blocks or follows: a FIFO or symlink there is no claim (and is replaced).
-    let pid = scan::read_claim(&claim).map(|(pid, _)| pid);
-    pid.is_some_and(|p| p != std::process::id() && liveness::pid_alive(p))
-}
-
-/// This process's hold on a socket name from before its bind until its
-/// sidecar is written: `.<stem>.claim` holding our pid and the address bound,
-/// created exclusively. The address lets another process that inherits the
-/// socket before it listens (uvicorn's spawned workers) recognise it.
-/// Dropped (and removed) unless kept.
-struct Claim(Option<PathBuf>);
-
-impl Claim {
-    /// Takes the claim; `None` when a live process holds it.
-    fn take(socket: &Path, addr: SocketAddr) -> Result<Option<Claim>, Refusal> {
-        let Some(path) = claim_path(socket) else { return Err("socket path has no file name".into()) };
-        for _ in 0..2 {
-            let created = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path);
-            match created {
-                Ok(mut f) => {
-                    use std::io::Write;
-                    let _ = write!(f, "{}\n{addr}\n", std::process::id());
-                    return Ok(Some(Claim(Some(path))));
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    if claimed_by_other(socket) {
-                        return Ok(None);
-                    }
-                    let _ = std::fs::remove_file(&path);
-                }
-                Err(e) => return Err(Refusal::Failed(format!("cannot claim {}: {e}", path.display()))),
-            }
-        }
-        Ok(None)
-    }
-
-    /// Leaves the claim in place (removed once the socket listens or closes).
-    fn keep(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for Claim {
-    fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            let _ = std::fs::remove_file(p);
-        }
-    }
 }
 
 #[cfg(test)]

@@ -5,8 +5,6 @@
 //! this process bound (same device and inode), so a socket that another
 //! process has since put at that path is never removed.
 
-use std::path::{Path, PathBuf};
-
 /// Longest socket file path kept (the real path, which may exceed sun_path).
 pub const PATH_MAX: usize = 320;
 const BUF: usize = PATH_MAX + 16;
@@ -97,11 +95,7 @@ impl SockFile {
     }
 }
 
-/// `<dir>/.<stem>.claim` for a socket path (allocating; for the bind path).
-pub fn claim_path(socket: &Path) -> Option<PathBuf> {
-    let stem = socket.file_stem()?.to_str()?;
-    Some(socket.with_file_name(format!(".{stem}.claim")))
-}
+pub use agentfs_registry::claim::claim_path;
 
 #[cfg(test)]
 mod tests {

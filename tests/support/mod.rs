@@ -306,7 +306,14 @@ impl Env {
 
     /// Runs `agentfs ARGS` to completion (30 s at most).
     pub fn run(&self, args: &[&str]) -> Finished {
-        let mut p = Proc::spawn(self.agentfs(args));
+        self.run_with(args, &[])
+    }
+
+    /// The same, with these variables set.
+    pub fn run_with(&self, args: &[&str], vars: &[(&str, &str)]) -> Finished {
+        let mut c = self.agentfs(args);
+        c.envs(vars.iter().copied());
+        let mut p = Proc::spawn(c);
         let status = p.wait(Duration::from_secs(30));
         Finished { code: status.code(), stdout: p.stdout(), stderr: p.stderr() }
     }
@@ -352,11 +359,25 @@ pub struct Finished {
 
 /// `agentfs wrap ARGS` in `dir`, running in the background.
 pub fn wrap_in(env: &Env, dir: &Path, args: &[&str]) -> Proc {
+    wrap_in_with(env, dir, args, &[])
+}
+
+/// The same, with these variables set for the wrapper (and its command).
+pub fn wrap_in_with(env: &Env, dir: &Path, args: &[&str], vars: &[(&str, &str)]) -> Proc {
     let mut all = vec!["wrap"];
     all.extend_from_slice(args);
     let mut cmd = env.agentfs(&all);
-    cmd.current_dir(dir);
+    cmd.current_dir(dir).envs(vars.iter().copied());
     Proc::spawn(cmd)
+}
+
+/// `AGENTFS_SECCOMP=0`: programs the shim cannot enter get the PORT fallback
+/// and the listener scan, as where seccomp interception is not available.
+pub const NO_SECCOMP: (&str, &str) = ("AGENTFS_SECCOMP", "0");
+
+/// Whether `agentfs wrap` intercepts binds with seccomp here (what `doctor` says).
+pub fn seccomp_available(env: &Env) -> bool {
+    env.run(&["doctor"]).stdout.contains("interception for programs the shim cannot enter: seccomp user notification")
 }
 
 /// Waits until the process's stderr contains `needle`; returns it.
