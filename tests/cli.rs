@@ -6,7 +6,6 @@
 mod support;
 
 use std::io::Write;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -14,11 +13,6 @@ use serde_json::Value;
 use support::*;
 
 const START: Duration = Duration::from_secs(30);
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git").arg("-C").arg(dir).args(args).output().unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
 
 #[test]
 fn wrap_routes_an_unmodified_server_and_starts_the_router() {
@@ -41,19 +35,12 @@ fn wrap_routes_an_unmodified_server_and_starts_the_router() {
 fn worktrees_of_one_app_on_one_port_each_get_their_host() {
     let env = Env::new("worktrees");
     let dir = TempDir::new("repo");
-    let main = dir.path().join("shop");
-    std::fs::create_dir(&main).unwrap();
-    git(&main, &["init", "-q", "-b", "main"]);
-    std::fs::write(main.join("index.html"), "main tree").unwrap();
-    git(&main, &["add", "."]);
-    git(&main, &["-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"]);
-    let feat = dir.path().join("shop-feat-x");
-    git(&main, &["worktree", "add", "-q", "-b", "feat-x", feat.to_str().unwrap()]);
-    std::fs::write(feat.join("index.html"), "feat-x tree").unwrap();
+    let trees = shop_repo(dir.path(), &["feat-x"]);
+    let (main, feat) = (&trees[0], &trees[1]);
 
-    let first = wrap_in(&env, &main, &["--", "python3", "-m", "http.server", "3000"]);
+    let first = wrap_in(&env, main, &["--", "python3", "-m", "http.server", "3000"]);
     wait_stderr(&first, "agentfs: shop (main) →", START);
-    let second = wrap_in(&env, &feat, &["--", "python3", "-m", "http.server", "3000"]);
+    let second = wrap_in(&env, feat, &["--", "python3", "-m", "http.server", "3000"]);
     wait_stderr(&second, "agentfs: shop (feat-x) →", START);
     assert_eq!(env.get("main.shop.localhost", "/index.html").unwrap().body, "main tree");
     assert_eq!(env.get("feat-x.shop.localhost", "/index.html").unwrap().body, "feat-x tree");
@@ -262,7 +249,7 @@ fn doctor_reports_each_check_and_judges_a_command() {
 #[test]
 fn help_has_examples_and_completions_are_printed() {
     let env = Env::new("help");
-    for cmd in ["wrap", "ps", "route", "unroute", "doctor", "completions"] {
+    for cmd in ["wrap", "ps", "url", "route", "unroute", "doctor", "completions"] {
         let r = env.run(&[cmd, "--help"]);
         assert_eq!(r.code, Some(0), "{cmd}: {r:?}");
         assert!(r.stdout.contains("Example"), "{cmd} --help has examples: {}", r.stdout);

@@ -15,7 +15,7 @@ use clap::{Args, Parser, Subcommand};
         $AGENTFS_HOME/run (default ~/.agentfs/run); a router on loopback sends each *.localhost host to the \
         right socket. The app needs no change and never notices.",
     after_help = "Examples:\n  agentfs wrap -- npm run dev\n  agentfs wrap --instance review -- python3 -m http.server 8000\n  \
-        agentfs ps\n  agentfs route api.localhost 127.0.0.1:9000\n  agentfs doctor -- npm run dev"
+        agentfs ps\n  agentfs url\n  agentfs route api.localhost 127.0.0.1:9000\n  agentfs doctor -- npm run dev"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -39,6 +39,24 @@ pub enum Command {
     #[command(after_help = "Examples:\n  agentfs ps\n  agentfs ps --json | jq '.[] | select(.default)'")]
     Ps {
         /// Print a JSON array (app, instance, state, port, pid, url, socket, started_at_ms, default, ...).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the URL of this directory's instance (by wrap's naming rules), or of TARGET.
+    #[command(after_help = "Examples:\n  agentfs url                  # the instance `agentfs wrap` here runs as\n  \
+        agentfs url feat.shop        # instance feat of app shop\n  \
+        agentfs url shop --port 8001 # http://8001.<instance>.shop.localhost:<port>\n  \
+        open $(agentfs url)\n\n\
+        Prints one line and exits 0 while the instance runs (also while it starts: the router waits for it);\n\
+        exits 1 with one line on stderr when it does not run, crashed, or has no such port.")]
+    Url {
+        /// instance.app, or an app (its default instance); default: the current directory's instance.
+        #[arg(value_parser = crate::url::parse_target)]
+        target: Option<crate::url::UrlTarget>,
+        /// The URL of this port of the instance (http://N.<instance>.<app>.localhost).
+        #[arg(long, value_name = "N")]
+        port: Option<u16>,
+        /// Print the instance's row as `ps --json` does (of the primary port, or of --port).
         #[arg(long)]
         json: bool,
     },

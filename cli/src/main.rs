@@ -9,7 +9,7 @@
 //!   (the tty handed to that group and back), `signals` (forwarding), `live_record` (the wrapper
 //!   record, rewritten with reaped descendants' exits and the front port), `front` (the primary port, the banner), `watch` (banner, PORT fallback route),
 //!   `unseen` (TCP listeners of the tree that the shim cannot enter, routed over TCP).
-//! - `ps` (with `crashed`: which instances count as crashed), `route`, `router_ctl` (with `router_log`, the rotated log), `doctor` (with `doctor_script`: the static and Go programs a script names) — the other commands.
+//! - `ps` (with `crashed`: which instances count as crashed), `url` (one instance's URL, from `ps`'s rows), `route`, `router_ctl` (with `router_log`, the rotated log), `doctor` (with `doctor_script`: the static and Go programs a script names) — the other commands.
 //! - `sys` — the system calls std lacks (kill, setsid, the parent-death signal, tcsetpgrp, child pids).
 #![deny(unsafe_code)]
 
@@ -40,6 +40,7 @@ mod sys_seccomp;
 mod terminal;
 mod tree;
 mod unseen;
+mod url;
 mod watch;
 mod wrap;
 
@@ -57,6 +58,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Wrap(w) => wrap::run(w),
         Command::Ps { json } => ps::run(json),
+        Command::Url { target, port, json } => url::run(target, port, json),
         Command::Route { host, target, allow_remote } => route::route(&host, &target, allow_remote),
         Command::Unroute { host } => route::unroute(&host),
         Command::Router(r) => router_ctl::run(r),

@@ -70,25 +70,10 @@ pub struct OriginalPort {
 
 pub fn run(json: bool) -> Result<ExitCode> {
     let home = Home::from_env()?;
-    if router_ctl::running(&home)?.is_none() {
-        for note in
-            reap::sweep(&home.run_dir()).with_context(|| format!("cannot sweep {}", home.run_dir().display()))?
-        {
-            eprintln!("agentfs: {note}");
-        }
+    let (rows, notes) = collect(&home)?;
+    for note in notes {
+        eprintln!("agentfs: {note}");
     }
-    let snap = scan::scan(&home.run_dir()).with_context(|| format!("cannot read {}", home.run_dir().display()))?;
-    let router_port = router_ctl::configured_port(&home)?;
-    let starting: Vec<_> = snap
-        .wrappers
-        .iter()
-        .filter(|w| liveness::pid_alive(w.wrapper_pid))
-        .filter(|w| !snap.listeners.iter().any(|l| l.app() == &w.app && l.instance() == &w.instance && l.maybe_alive()))
-        .collect();
-    let crashes = crashed::find(&home, &starting);
-    let mut rows = rows(snap.listeners.into_iter().filter(Listener::maybe_alive), &snap.wrappers, router_port);
-    rows.extend(starting.iter().map(|w| starting_row(w, router_port, &crashes)));
-    add_original_ports(&home, &mut rows);
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(ExitCode::SUCCESS);
@@ -115,6 +100,29 @@ pub fn run(json: bool) -> Result<ExitCode> {
     }
     print_table(&table);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Every row `ps` shows, and the notes of the sweep of dead wrappers'
+/// files (done only while no router does it).
+pub fn collect(home: &Home) -> Result<(Vec<Row>, Vec<String>)> {
+    let notes = if router_ctl::running(home)?.is_none() {
+        reap::sweep(&home.run_dir()).with_context(|| format!("cannot sweep {}", home.run_dir().display()))?
+    } else {
+        Vec::new()
+    };
+    let snap = scan::scan(&home.run_dir()).with_context(|| format!("cannot read {}", home.run_dir().display()))?;
+    let router_port = router_ctl::configured_port(home)?;
+    let starting: Vec<_> = snap
+        .wrappers
+        .iter()
+        .filter(|w| liveness::pid_alive(w.wrapper_pid))
+        .filter(|w| !snap.listeners.iter().any(|l| l.app() == &w.app && l.instance() == &w.instance && l.maybe_alive()))
+        .collect();
+    let crashes = crashed::find(home, &starting);
+    let mut rows = rows(snap.listeners.into_iter().filter(Listener::maybe_alive), &snap.wrappers, router_port);
+    rows.extend(starting.iter().map(|w| starting_row(w, router_port, &crashes)));
+    add_original_ports(home, &mut rows);
+    Ok((rows, notes))
 }
 
 /// Rows in app → instance (default first) → port order.

@@ -26,6 +26,10 @@ pub fn fixture(name: &str) -> PathBuf {
 
 pub use agentfs_registry::testutil::TempDir;
 
+mod git;
+#[allow(unused_imports)] // not every test uses git
+pub use git::{git, shop_repo};
+
 /// An AGENTFS_HOME of a test, with its `run/` directory.
 pub struct Home {
     dir: TempDir,
