@@ -90,6 +90,19 @@ pub enum Command {
         #[arg(last = true, value_name = "CMD")]
         command: Vec<OsString>,
     },
+    /// Trust the local CA, so that browsers, curl and Node accept https://…localhost (URLs switch to https).
+    #[command(
+        after_help = "Examples:\n  agentfs trust            # your browsers' NSS databases (Linux) / login keychain (macOS); \
+        the system store too when run as root\n  \
+        agentfs trust --status   # where it is trusted\n  \
+        agentfs trust --remove   # undo: removes only the agentfs CA, by its name\n\n\
+        The CA is $AGENTFS_HOME/ca/root.pem (made on first use). Linux: certutil (libnss3-tools / nss-tools) adds it \
+        to ~/.pki/nssdb (Chrome, Chromium) and to every Firefox profile; the system store \
+        (update-ca-certificates, update-ca-trust) needs root: without it, the sudo command is printed. macOS: \
+        `security add-trusted-cert` into the login keychain (--system: the System keychain, under sudo). Wrapped \
+        apps get NODE_EXTRA_CA_CERTS either way."
+    )]
+    Trust(TrustArgs),
     /// Print shell completions.
     #[command(after_help = "Example:\n  agentfs completions bash > ~/.local/share/bash-completion/completions/agentfs")]
     Completions {
@@ -123,6 +136,22 @@ pub struct WrapArgs {
     /// The command to run.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct TrustArgs {
+    /// Remove the CA from every store `agentfs trust` added it to (found by its name; nothing else is touched).
+    #[arg(long, conflicts_with = "status")]
+    pub remove: bool,
+    /// Say where the CA is trusted; change nothing.
+    #[arg(long, conflicts_with_all = ["system", "user"])]
+    pub status: bool,
+    /// The system store too (needs root: prints the sudo command otherwise, and fails).
+    #[arg(long, conflicts_with = "user")]
+    pub system: bool,
+    /// Only your own stores: never the system store, even as root.
+    #[arg(long)]
+    pub user: bool,
 }
 
 #[derive(Debug, Subcommand)]

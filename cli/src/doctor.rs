@@ -1,6 +1,7 @@
 //! `agentfs doctor [-- CMD]`: one ✓/✗ line per check, each ✗ with its fix.
-//! Checks the shim, the home directory, the router, name resolution and
-//! sun_path headroom; with a command, whether the shim can enter it.
+//! Checks the shim, the home directory, the router, name resolution,
+//! sun_path headroom and HTTPS trust (`agentfs trust`, NODE_EXTRA_CA_CERTS);
+//! with a command, whether the shim can enter it.
 
 use std::ffi::OsString;
 use std::net::ToSocketAddrs;
@@ -41,6 +42,7 @@ pub fn run(command: &[OsString]) -> Result<ExitCode> {
         findings.push(ok(crate::intercept::describe()));
     }
     findings.extend(check_env());
+    findings.extend(check_https(&home));
     if !command.is_empty() {
         findings.extend(check_command(&home, command));
     }
@@ -128,6 +130,35 @@ fn check_env() -> Vec<Finding> {
                 v.push(bad(format!("{var}: {e}"), format!("fix or unset {var}")));
             }
         }
+    }
+    v
+}
+
+/// Whether the CA is trusted (so URLs are https), and whether wrapped Node
+/// apps will trust it: a NODE_EXTRA_CA_CERTS of the user's own is kept.
+fn check_https(home: &Home) -> Vec<Finding> {
+    let pem = agentfs_registry::ca::root_pem(home);
+    let mut v = vec![if agentfs_registry::trusted::is_trusted(home) {
+        ok(format!("the agentfs CA {} is trusted: URLs are https:// (see `agentfs trust --status`)", pem.display()))
+    } else {
+        Finding {
+            ok: true,
+            what: "the agentfs CA is not trusted yet: URLs are http:// (https:// works with curl --cacert)".into(),
+            fix: Some("agentfs trust".into()),
+        }
+    }];
+    let var = crate::wrap::NODE_EXTRA_CA_CERTS;
+    match std::env::var_os(var).filter(|v| !v.is_empty()) {
+        Some(theirs) if std::path::Path::new(&theirs) != pem => v.push(Finding {
+            ok: true,
+            what: format!(
+                "{var} is yours ({}): wrapped apps keep it, so Node does not trust the agentfs CA {}",
+                std::path::Path::new(&theirs).display(),
+                pem.display()
+            ),
+            fix: Some(format!("to trust both, point {var} at one file holding both certificates")),
+        }),
+        _ => v.push(ok(format!("wrapped apps get {var}={} (Node trusts the agentfs CA)", pem.display()))),
     }
     v
 }

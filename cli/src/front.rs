@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 
-use agentfs_registry::names::{hostname, url};
+use agentfs_registry::names::hostname;
 use agentfs_registry::scan;
 use agentfs_registry::sunpath::SockPath;
 use agentfs_registry::{Home, Target, env};
@@ -122,6 +122,9 @@ impl Front {
         let line = self.banner(me);
         if self.announced.as_ref() != Some(&line) {
             eprintln!("{line}");
+            if let Some(hint) = me.https_hint().filter(|_| self.announced.is_none()) {
+                eprintln!("{hint}");
+            }
             self.announced = Some(line);
         }
     }
@@ -142,7 +145,7 @@ impl Front {
             .map(|p| match (Some(p) == primary, self.not_http.contains(&p)) {
                 (_, true) => format!("port {p}: not HTTP, reached on its own port"),
                 (true, false) => format!("{} ({p})", me.url),
-                (false, false) => format!("{} ({p})", url(&format!("{p}.{host}"), me.router_port)),
+                (false, false) => format!("{} ({p})", me.url_of(&format!("{p}.{host}"))),
             })
             .collect();
         format!("agentfs: {} ({}) → {}{}", me.app, me.instance, urls.join(" · "), self.originals.concat())

@@ -10,6 +10,8 @@
 //!   record, rewritten with reaped descendants' exits and the front port), `front` (the primary port, the banner), `watch` (banner, PORT fallback route),
 //!   `unseen` (TCP listeners of the tree that the shim cannot enter, routed over TCP).
 //! - `ps` (with `crashed`: which instances count as crashed), `url` (one instance's URL, from `ps`'s rows), `route`, `router_ctl` (with `router_log`, the rotated log), `doctor` (with `doctor_script`: the static and Go programs a script names) — the other commands.
+//! - `trust` — `agentfs trust [--status|--remove]`: the local CA in the user's stores (`trust_nss`: NSS databases
+//!   with certutil, `trust_linux`: those and the distribution's system store; `trust_macos`: the keychains).
 //! - `sys` — the system calls std lacks (kill, setsid, the parent-death signal, tcsetpgrp, child pids).
 #![deny(unsafe_code)]
 
@@ -39,6 +41,13 @@ mod sys;
 mod sys_seccomp;
 mod terminal;
 mod tree;
+mod trust;
+#[cfg(not(target_os = "macos"))]
+mod trust_linux;
+#[cfg(target_os = "macos")]
+mod trust_macos;
+#[cfg(not(target_os = "macos"))]
+mod trust_nss;
 mod unseen;
 mod url;
 mod watch;
@@ -63,6 +72,7 @@ fn main() -> ExitCode {
         Command::Unroute { host } => route::unroute(&host),
         Command::Router(r) => router_ctl::run(r),
         Command::Doctor { command } => doctor::run(&command),
+        Command::Trust(t) => trust::run(&t),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "agentfs", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

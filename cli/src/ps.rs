@@ -8,10 +8,10 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use agentfs_registry::names::{hostname, url};
+use agentfs_registry::names::{Origin, hostname};
 use agentfs_registry::record::WrapperRecord;
 use agentfs_registry::scan::{self, Listener};
-use agentfs_registry::{Home, Target, liveness, model, reap};
+use agentfs_registry::{Home, Target, liveness, model, reap, trusted};
 
 use crate::{crashed, router_ctl};
 
@@ -111,7 +111,7 @@ pub fn collect(home: &Home) -> Result<(Vec<Row>, Vec<String>)> {
         Vec::new()
     };
     let snap = scan::scan(&home.run_dir()).with_context(|| format!("cannot read {}", home.run_dir().display()))?;
-    let router_port = router_ctl::configured_port(home)?;
+    let origin = trusted::origin(home, router_ctl::configured_port(home)?);
     let starting: Vec<_> = snap
         .wrappers
         .iter()
@@ -119,14 +119,14 @@ pub fn collect(home: &Home) -> Result<(Vec<Row>, Vec<String>)> {
         .filter(|w| !snap.listeners.iter().any(|l| l.app() == &w.app && l.instance() == &w.instance && l.maybe_alive()))
         .collect();
     let crashes = crashed::find(home, &starting);
-    let mut rows = rows(snap.listeners.into_iter().filter(Listener::maybe_alive), &snap.wrappers, router_port);
-    rows.extend(starting.iter().map(|w| starting_row(w, router_port, &crashes)));
+    let mut rows = rows(snap.listeners.into_iter().filter(Listener::maybe_alive), &snap.wrappers, origin);
+    rows.extend(starting.iter().map(|w| starting_row(w, origin, &crashes)));
     add_original_ports(home, &mut rows);
     Ok((rows, notes))
 }
 
 /// Rows in app → instance (default first) → port order.
-pub fn rows(listeners: impl IntoIterator<Item = Listener>, wrappers: &[WrapperRecord], router_port: u16) -> Vec<Row> {
+pub fn rows(listeners: impl IntoIterator<Item = Listener>, wrappers: &[WrapperRecord], origin: Origin) -> Vec<Row> {
     let mut rows = Vec::new();
     let mut apps = model::group(listeners);
     model::choose_primary(&mut apps, wrappers);
@@ -144,7 +144,7 @@ pub fn rows(listeners: impl IntoIterator<Item = Listener>, wrappers: &[WrapperRe
                         state: State::Live,
                         port: Some(*port),
                         pid: l.pid,
-                        url: url(&host, router_port),
+                        url: origin.url(&host),
                         socket: Some(match &l.target {
                             Target::Unix(p) => p.display().to_string(),
                             t @ Target::Tcp { .. } => format!("tcp:{t}"),
@@ -190,7 +190,7 @@ fn original_cell(o: Option<&OriginalPort>) -> String {
 
 /// The row of an instance whose wrapper runs and that listens nowhere:
 /// starting, or crashed when `crashes` names its wrapper.
-fn starting_row(w: &WrapperRecord, router_port: u16, crashes: &crashed::Crashes) -> Row {
+fn starting_row(w: &WrapperRecord, origin: Origin, crashes: &crashed::Crashes) -> Row {
     let exit = crashes.get(&w.wrapper_pid).cloned();
     Row {
         app: w.app.to_string(),
@@ -198,7 +198,7 @@ fn starting_row(w: &WrapperRecord, router_port: u16, crashes: &crashed::Crashes)
         state: if exit.is_some() { State::Crashed } else { State::Starting },
         port: None,
         pid: None,
-        url: url(&hostname(&w.app, Some(&w.instance)), router_port),
+        url: origin.url(&hostname(&w.app, Some(&w.instance))),
         socket: None,
         started_at_ms: w.started_at_ms,
         default: false,

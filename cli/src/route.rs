@@ -8,9 +8,8 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use agentfs_registry::names::url;
 use agentfs_registry::routes::{StaticRoutes, normalize_host};
-use agentfs_registry::{Home, Target, static_target};
+use agentfs_registry::{Home, Target, static_target, trusted};
 use agentfs_router::client::{self, ClientError};
 
 use crate::router_ctl;
@@ -37,7 +36,7 @@ pub fn route(host: &str, target: &str, allow_remote: bool) -> Result<ExitCode> {
         Err(e) => return Err(e.into()),
     }
     let port = router_ctl::configured_port(&home)?;
-    eprintln!("agentfs: {} → {parsed}", url(&host, port));
+    eprintln!("agentfs: {} → {parsed}", trusted::origin(&home, port).url(&host));
     Ok(ExitCode::SUCCESS)
 }
 

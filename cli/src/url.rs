@@ -9,7 +9,6 @@ use anyhow::{Context, Result};
 
 use agentfs_registry::Home;
 use agentfs_registry::Label;
-use agentfs_registry::names::url;
 
 use crate::identity;
 use crate::ps::{self, Row, State};
@@ -62,9 +61,9 @@ pub fn run(target: Option<UrlTarget>, port: Option<u16>, json: bool) -> Result<E
     }
     match port {
         Some(p) => {
-            let router_port = crate::router_ctl::configured_port(&home)?;
+            let origin = agentfs_registry::trusted::origin(&home, crate::router_ctl::configured_port(&home)?);
             let host = agentfs_registry::names::hostname(&target.app, Some(&label(&row.instance)?));
-            println!("{}", url(&format!("{p}.{host}"), router_port));
+            println!("{}", origin.url(&format!("{p}.{host}")));
         }
         None => println!("{}", row.url),
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use agentfs_registry::names::{hostname, url};
+use agentfs_registry::names::hostname;
 use agentfs_registry::record::{self, Family, Sidecar, VERSION};
 use std::os::unix::net::UnixStream;
 
@@ -59,9 +59,12 @@ fn banner(home: &Home, me: &Instance, port: u16, first: bool) {
     let also = also_on_original_port(home, me, port);
     if first {
         eprintln!("agentfs: {} ({}) → {}{also}", me.app, me.instance, me.url);
+        if let Some(hint) = me.https_hint() {
+            eprintln!("{hint}");
+        }
     } else {
         let host = format!("{port}.{}", hostname(&me.app, Some(&me.instance)));
-        eprintln!("agentfs: {} ({}) port {port} → {}{also}", me.app, me.instance, url(&host, me.router_port));
+        eprintln!("agentfs: {} ({}) port {port} → {}{also}", me.app, me.instance, me.url_of(&host));
     }
 }
 

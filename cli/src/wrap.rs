@@ -14,10 +14,10 @@ use anyhow::{Context, Result};
 
 use agentfs_registry::binary::Binary;
 use agentfs_registry::launch_probe::refuses_shim;
-use agentfs_registry::names::{hostname, url};
+use agentfs_registry::names::{Origin, hostname};
 use agentfs_registry::record::{self, VERSION, WrapperRecord};
 use agentfs_registry::runfile::wrapper_stem;
-use agentfs_registry::{Home, Label, SocketName, env, liveness, reap, scan};
+use agentfs_registry::{Home, Label, SocketName, env, liveness, reap, scan, trusted};
 
 use crate::args::WrapArgs;
 use crate::intercept::Intercept;
@@ -35,7 +35,23 @@ pub struct Instance {
     pub instance: Label,
     pub url: String,
     pub router_port: u16,
+    /// How URLs are written: `https://` once the CA is trusted.
+    pub origin: Origin,
     pub wrapper_pid: u32,
+}
+
+impl Instance {
+    /// The URL of `host` through the router.
+    pub fn url_of(&self, host: &str) -> String {
+        self.origin.url(host)
+    }
+
+    /// `agentfs: run `agentfs trust` for https://…`, said once per wrap
+    /// while the CA is not trusted.
+    pub fn https_hint(&self) -> Option<String> {
+        let https = crate::trust::https_url(self.origin, &hostname(&self.app, Some(&self.instance)));
+        (!self.origin.https).then(|| format!("agentfs: run `agentfs trust` for {https}"))
+    }
 }
 
 pub fn run(args: WrapArgs) -> Result<ExitCode> {
@@ -60,11 +76,13 @@ pub fn run(args: WrapArgs) -> Result<ExitCode> {
     };
     let router_port =
         if args.no_router { router_ctl::configured_port(&home)? } else { router_ctl::ensure_running(&home)? };
+    let origin = trusted::origin(&home, router_port);
     let me = Instance {
-        url: url(&hostname(&app, Some(&instance)), router_port),
+        url: origin.url(&hostname(&app, Some(&instance))),
         app,
         instance,
         router_port,
+        origin,
         wrapper_pid: std::process::id(),
     };
 
@@ -212,6 +230,9 @@ fn command(
         (env::SOCKET.into(), own_socket.into()),
         (env::WRAPPER_PID.into(), me.wrapper_pid.to_string().into()),
     ];
+    if let Some(ca) = node_extra_ca_certs(home) {
+        vars.push((NODE_EXTRA_CA_CERTS.into(), ca.into()));
+    }
     if args.debug {
         vars.push((env::DEBUG.into(), "stderr".into()));
     }
@@ -232,6 +253,22 @@ fn command(
         }
     }
     Ok(launch::command(&args.command, vars, args.debug))
+}
+
+/// Node's variable for extra roots (one file; it cannot be a list).
+pub const NODE_EXTRA_CA_CERTS: &str = "NODE_EXTRA_CA_CERTS";
+
+/// The CA for `NODE_EXTRA_CA_CERTS`, made if absent (the router makes it
+/// too), unless the user set the variable: theirs is left alone (see doctor).
+fn node_extra_ca_certs(home: &Home) -> Option<PathBuf> {
+    if std::env::var_os(NODE_EXTRA_CA_CERTS).is_some_and(|v| !v.is_empty()) {
+        return None;
+    }
+    let pem = agentfs_registry::ca::root_pem(home);
+    if !pem.exists() {
+        agentfs_registry::ca::Authority::load_or_create(home).ok()?;
+    }
+    pem.exists().then_some(pem)
 }
 
 fn spawn_failed(program: &OsString, e: &std::io::Error) -> ExitCode {

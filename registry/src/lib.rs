@@ -9,6 +9,7 @@
 //! - [`home`] — `$AGENTFS_HOME` layout and its ownership/mode checks.
 //! - [`env`] — environment variables of a wrapped process; port lists.
 //! - [`record`] — sidecar and wrapper-record schemas; route targets.
+//! - [`trusted`] — the record `agentfs trust` keeps (`ca/trusted`): is the CA trusted, so URLs are `https://`.
 //! - [`ca`] (feature `ca`) — the local certificate authority in `ca/`: root, exact-name leaves.
 //! - [`binary`] — ELF/Mach-O/script: can the shim load into a program?
 //! - [`codesign`] — a macOS program's hardened runtime and DYLD entitlements.
@@ -55,6 +56,7 @@ pub mod scan;
 pub mod static_target;
 pub mod stop;
 pub mod sunpath;
+pub mod trusted;
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod testutil;

@@ -130,9 +130,35 @@ pub fn hostname(app: &Label, instance: Option<&Label>) -> String {
     }
 }
 
+/// How the URLs of the router are written: its port, and `https` once the
+/// local CA is trusted (`agentfs trust`, see [`crate::trusted`]), else `http`.
+/// Every URL the CLI shows (banner, `ps`, `AGENTFS_URL`) comes from here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub https: bool,
+    pub port: u16,
+}
+
+impl Origin {
+    /// Plain HTTP on `port`.
+    pub fn http(port: u16) -> Origin {
+        Origin { https: false, port }
+    }
+
+    /// `<scheme>://<host>`, with `:<port>` unless it is the scheme's default.
+    pub fn url(self, host: &str) -> String {
+        match (self.https, self.port) {
+            (false, 80) => format!("http://{host}"),
+            (true, 443) => format!("https://{host}"),
+            (false, port) => format!("http://{host}:{port}"),
+            (true, port) => format!("https://{host}:{port}"),
+        }
+    }
+}
+
 /// `http://<host>` with `:<port>` unless the router is on port 80.
 pub fn url(host: &str, router_port: u16) -> String {
-    if router_port == 80 { format!("http://{host}") } else { format!("http://{host}:{router_port}") }
+    Origin::http(router_port).url(host)
 }
 
 /// 64-bit FNV-1a: a stable short hash for names that do not fit sun_path and
@@ -199,6 +225,10 @@ mod tests {
         assert_eq!(hostname(&app, None), "shop.localhost");
         assert_eq!(url("shop.localhost", 80), "http://shop.localhost");
         assert_eq!(url("shop.localhost", 7355), "http://shop.localhost:7355");
+        let tls = |port| Origin { https: true, port };
+        assert_eq!(tls(7355).url("shop.localhost"), "https://shop.localhost:7355");
+        assert_eq!(tls(443).url("shop.localhost"), "https://shop.localhost");
+        assert_eq!(tls(80).url("shop.localhost"), "https://shop.localhost:80", "TLS on port 80 needs the port");
     }
 
     #[test]

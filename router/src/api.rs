@@ -41,6 +41,28 @@ pub struct RoutesView {
     pub original_ports: Vec<OriginalPortView>,
 }
 
+impl RoutesView {
+    /// The same view with `https://` URLs, for when the local CA is trusted
+    /// (`agentfs trust`); the URLs are built for plain HTTP on the router's
+    /// port, which TLS shares.
+    pub fn over_https(mut self) -> RoutesView {
+        let https = |url: &mut String| {
+            if let Some(rest) = url.strip_prefix("http://") {
+                *url = format!("https://{rest}");
+            }
+        };
+        for app in &mut self.apps {
+            https(&mut app.url);
+            for i in &mut app.instances {
+                https(&mut i.url);
+                i.ports.iter_mut().for_each(|p| https(&mut p.url));
+            }
+        }
+        self.static_routes.iter_mut().for_each(|s| https(&mut s.url));
+        self
+    }
+}
+
 /// An original port: `localhost:<port>` outside the instances.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OriginalPortView {

@@ -42,7 +42,7 @@ fn page(table: &Table, shared: &Shared) -> Response<Body> {
         port = shared.port,
         pid = std::process::id(),
         addrs = escape(&shared.listening.join(", ")),
-        routes = routes_html(table.view()),
+        routes = routes_html(&shared.routes_view(table)),
         starting = starting_html(table),
         originals = originals_html(shared, table),
     );

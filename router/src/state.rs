@@ -54,10 +54,15 @@ impl Shared {
     }
 
     /// The routes as the API and the dashboard's JSON show them: the
-    /// table's, with the original ports' state.
+    /// table's, with the original ports' state, as `https://` once the CA
+    /// is trusted.
     pub fn routes_view(&self, table: &Table) -> crate::api::RoutesView {
         let mut view = table.view().clone();
         view.original_ports = self.originals.view(table);
+        // Port 80's URLs carry no port, and https on 80 would need one.
+        if self.port != 80 && agentfs_registry::trusted::is_trusted(&self.config.home) {
+            view = view.over_https();
+        }
         view
     }
 

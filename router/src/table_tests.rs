@@ -136,3 +136,17 @@ fn wrappers_of_listening_instances_are_watched_too() {
     let again = Table::build(vec![], vec![w("blog", 5)], &StaticRoutes::default(), &t, 7355);
     assert!(!again.same_routes(&t));
 }
+
+#[test]
+fn over_https_switches_every_url_and_nothing_else() {
+    let t = table(&StaticRoutes::default(), &Table::default());
+    let v = t.view().clone().over_https();
+    let urls: Vec<&str> = v
+        .apps
+        .iter()
+        .flat_map(|a| std::iter::once(a.url.as_str()).chain(a.instances.iter().map(|i| i.url.as_str())))
+        .collect();
+    assert!(urls.iter().all(|u| u.starts_with("https://") && u.ends_with(":7355")), "{urls:?}");
+    assert_eq!(v.apps[0].instances[0].ports[0].url, "https://8000.main.api.localhost:7355");
+    assert_eq!(v.apps.len(), t.view().apps.len());
+}
