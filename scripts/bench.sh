@@ -211,6 +211,25 @@ $(printf '        %s\n' "$@")
 EOF
 }
 
+# haproxy in front of the backend; the frontend's bind line is the argument.
+haproxy_conf() { # bind-line
+    cat <<EOF
+global
+    maxconn 9000
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    http-reuse always
+frontend bench
+    $1
+    default_backend app
+backend app
+    server backend unix@$BACKEND_SOCK
+EOF
+}
+
 write_configs() {
     local user_line=""
     # nginx started as root runs its workers as nobody, who cannot enter run/ (0700).
@@ -234,21 +253,7 @@ http {
 }
 EOF
     nginx_proxy_conf ngx-proxy "listen 127.0.0.1:$P_NGINX;" >"$W/ngx-proxy/nginx.conf"
-    cat >"$W/haproxy.cfg" <<EOF
-global
-    maxconn 9000
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-    http-reuse always
-frontend bench
-    bind 127.0.0.1:$P_HAPROXY
-    default_backend app
-backend app
-    server backend unix@$BACKEND_SOCK
-EOF
+    haproxy_conf "bind 127.0.0.1:$P_HAPROXY" >"$W/haproxy.cfg"
     cat >"$W/caddy/Caddyfile" <<EOF
 {
     admin off

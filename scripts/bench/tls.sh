@@ -27,21 +27,7 @@ tls_configs() {
     nginx_proxy_conf ngx-tls "listen 127.0.0.1:$P_NGINX_TLS ssl http2;" "ssl_certificate $W/tls/bench.pem;" \
         "ssl_certificate_key $W/tls/bench.pem;" "ssl_protocols TLSv1.2 TLSv1.3;" "http2_max_requests 1000000;" \
         >"$W/ngx-tls/nginx.conf"
-    cat >"$W/haproxy-tls.cfg" <<CONF
-global
-    maxconn 9000
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-    http-reuse always
-frontend bench
-    bind 127.0.0.1:$P_HAPROXY_TLS ssl crt $W/tls/bench.pem alpn h2,http/1.1
-    default_backend app
-backend app
-    server backend unix@$BACKEND_SOCK
-CONF
+    haproxy_conf "bind 127.0.0.1:$P_HAPROXY_TLS ssl crt $W/tls/bench.pem alpn h2,http/1.1" >"$W/haproxy-tls.cfg"
 }
 
 tls_start() {
