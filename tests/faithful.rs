@@ -210,3 +210,13 @@ fn connections_buffer_as_much_as_loopback_tcp_before_eagain() {
     same(&native, &shimmed, &log);
     assert!(log.contains("redirected to"), "{log}");
 }
+
+#[test]
+fn a_client_is_connected_before_the_server_accepts_it() {
+    // CPython's TCPCloserTest: another thread looks at the client as soon as accept() returns.
+    let (native, shimmed, log) = c_both_ways("connectseen", "connect_seen.c");
+    let expect = serde_json::json!({"rounds": 300, "connect_errors": 0, "no_peer": 0, "no_eof": 0});
+    assert_eq!(native, expect, "native");
+    same(&native, &shimmed, &log);
+    assert!(log.matches("redirected to").count() >= 300, "{log}");
+}

@@ -328,6 +328,35 @@ fn a_stale_socket_of_a_killed_process_does_not_block_the_next_bind() {
 }
 
 #[test]
+fn a_connect_the_unix_socket_refuses_goes_out_on_tcp_with_the_apps_socket() {
+    // The shim puts its Unix socket in place before connecting it; when that
+    // connect fails, the app's own TCP socket must be back for the real one.
+    let home = Home::new("refused");
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    std::fs::create_dir_all(home.path().join("run")).unwrap();
+    drop(std::os::unix::net::UnixListener::bind(home.sock(&format!("app.main.{port}"))).unwrap());
+    let mut cmd = home.wrapped("app", "main", "python3");
+    cmd.args([
+        "-c",
+        &format!(
+            "import socket; c = socket.socket(); c.connect(('127.0.0.1', {port})); \
+            print(c.family.name, c.getpeername()[1]); c.sendall(b'hi')"
+        ),
+    ]);
+    let mut p = Proc::spawn(cmd);
+    assert!(p.wait(START).success(), "{}", p.output());
+    tcp.set_nonblocking(true).unwrap();
+    let (mut conn, _) = tcp.accept().unwrap_or_else(|e| panic!("no TCP connection ({e}): {}", p.output()));
+    conn.set_nonblocking(false).unwrap();
+    let mut got = String::new();
+    std::io::Read::read_to_string(&mut conn, &mut got).unwrap();
+    assert_eq!(got, "hi");
+    assert_eq!(p.stdout().trim(), format!("AF_INET {port}"));
+    assert!(p.stderr().contains("; passed through"), "the shim tried the Unix socket first: {}", p.stderr());
+}
+
+#[test]
 fn debug_file_logs_every_decision() {
     let home = Home::new("debuglog");
     let mut cmd = home.wrapped("app", "main", "python3");

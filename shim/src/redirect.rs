@@ -98,9 +98,15 @@ fn finish(fd: c_int, addr: SocketAddr, done: Result<PathBuf, String>) -> Outcome
     }
 }
 
-/// Connects a Unix replacement of `fd` to `path` and puts it in place.
+/// Puts a Unix replacement of `fd` in place and connects it to `path`.
 /// `bound`: the address the client bound (its port is kept); `carried`: the
 /// options already stored for `fd`.
+///
+/// The replacement takes the descriptor number, with its table entry, before
+/// it connects: TCP's client is established before the server can accept it,
+/// so a thread that looks at the descriptor once `accept()` returned (as
+/// CPython's TCPCloserTest does) must find it connected, not the unconnected
+/// TCP socket. A failed connect puts the app's socket and entry back.
 fn redirect(
     fd: c_int,
     dest: SocketAddr,
@@ -114,7 +120,6 @@ fn redirect(
         _ => sys::inode(rep.new.raw()).map_or(0, recognize::port_for_inode),
     };
     clientport::bind(rep.new.raw(), port);
-    connect_unix(rep.new.raw(), path).map_err(|e| format!("{}: {e}", path.display()))?;
     let local = Addr::from_std(SocketAddr::new(source_ip(bound.map(|b| b.ip()), dest), port));
     let mut options = carried.unwrap_or(rep.options);
     if options.get(libc::SOL_SOCKET, libc::SO_SNDBUF).is_some() {
@@ -123,9 +128,19 @@ fn redirect(
             options.set(libc::SOL_SOCKET, libc::SO_SNDBUF, &v.to_ne_bytes());
         }
     }
-    rep.commit().map_err(|e| format!("cannot put the Unix socket in place: errno {e}"))?;
+    let kept = rep.commit_keeping().map_err(|e| format!("cannot put the Unix socket in place: errno {e}"))?;
     let state = FdState { kind: Kind::Client, local, peer: Addr::from_std(dest), options, ..FdState::default() };
-    listeners::release_state(fdtable::set(fd, state));
+    let before = fdtable::set(fd, state);
+    if let Err(e) = connect_unix(fd, path) {
+        match before {
+            Some(st) => fdtable::set(fd, st),
+            None => fdtable::take(fd),
+        };
+        let back = kept.restore().err().map(|b| format!(" (and the app's socket could not be put back: errno {b})"));
+        return Err(format!("{}: {e}{}", path.display(), back.unwrap_or_default()));
+    }
+    drop(kept);
+    listeners::release_state(before);
     Ok(path.to_owned())
 }
 

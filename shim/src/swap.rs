@@ -1,7 +1,9 @@
 //! Replacing the app's TCP socket with a Unix one under the same descriptor
-//! number. The replacement is built and bound (or connected) first; only
-//! then is it put in place with dup3, so a failure leaves the app's socket
-//! untouched. Everything the app set before the swap comes along: file
+//! number. The replacement is built and bound first; only then is it put in
+//! place with dup3, so a failure leaves the app's socket untouched. A client
+//! connects after it is in place, with the app's socket kept aside to be
+//! put back if that fails (`commit_keeping`). Everything the app set before
+//! the swap comes along: file
 //! status flags (O_NONBLOCK, O_ASYNC), close-on-exec, the SIGIO owner and
 //! signal, SOL_SOCKET options, and epoll registrations (which the kernel
 //! drops with the old socket).
@@ -56,6 +58,41 @@ impl Replacement {
         let registrations = epoll::registrations(self.target);
         sys::dup_onto(self.new.raw(), self.target, self.cloexec)?;
         epoll::restore(self.target, &registrations);
+        Ok(())
+    }
+}
+
+/// The app's socket, set aside by [`Replacement::commit_keeping`].
+pub struct Kept {
+    original: Fd,
+    target: c_int,
+    cloexec: bool,
+    registrations: Vec<epoll::Registration>,
+}
+
+impl Replacement {
+    /// Puts the replacement at the app's descriptor number and keeps the
+    /// app's socket aside, for a replacement that still has to connect
+    /// there. The epoll registrations move to the replacement (left on the
+    /// kept socket, they would go on reporting it under this number).
+    pub fn commit_keeping(self) -> Result<Kept, c_int> {
+        let registrations = epoll::registrations(self.target);
+        let original = sys::dup(self.target)?;
+        epoll::remove(self.target, &registrations);
+        if let Err(e) = sys::dup_onto(self.new.raw(), self.target, self.cloexec) {
+            epoll::restore(self.target, &registrations);
+            return Err(e);
+        }
+        epoll::restore(self.target, &registrations);
+        Ok(Kept { original, target: self.target, cloexec: self.cloexec, registrations })
+    }
+}
+
+impl Kept {
+    /// Puts the app's socket back (the replacement's registrations close with it).
+    pub fn restore(self) -> Result<(), c_int> {
+        sys::dup_onto(self.original.raw(), self.target, self.cloexec)?;
+        epoll::restore(self.target, &self.registrations);
         Ok(())
     }
 }
@@ -197,6 +234,13 @@ mod epoll {
         }
     }
 
+    pub fn remove(fd: c_int, regs: &[Registration]) {
+        for r in regs {
+            // SAFETY: EPOLL_CTL_DEL ignores the event pointer; a failure leaves nothing behind.
+            unsafe { libc::epoll_ctl(r.epfd, libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };
+        }
+    }
+
     #[cfg(test)]
     mod tests {
         #[test]
@@ -220,4 +264,5 @@ mod epoll {
         Vec::new()
     }
     pub fn restore(_fd: libc::c_int, _regs: &[Registration]) {}
+    pub fn remove(_fd: libc::c_int, _regs: &[Registration]) {}
 }

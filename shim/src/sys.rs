@@ -173,6 +173,12 @@ pub fn fcntl_set(fd: c_int, cmd: c_int, arg: c_int) -> Result<c_int, c_int> {
     if r < 0 { Err(errno::get()) } else { Ok(r) }
 }
 
+/// A close-on-exec duplicate of `fd`, above the low numbers that other
+/// threads' opens expect to get (anywhere when the limit is lower).
+pub fn dup(fd: c_int) -> Result<Fd, c_int> {
+    fcntl_set(fd, libc::F_DUPFD_CLOEXEC, 100).or_else(|_| fcntl_set(fd, libc::F_DUPFD_CLOEXEC, 0)).map(Fd)
+}
+
 /// Puts `from` at descriptor number `to` (atomically closing what was there).
 pub fn dup_onto(from: c_int, to: c_int, cloexec: bool) -> Result<(), c_int> {
     #[cfg(target_os = "linux")]
