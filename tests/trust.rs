@@ -120,6 +120,13 @@ fn trust_fills_fresh_nss_dbs_status_names_them_remove_empties_them_and_urls_foll
     assert_eq!((seen["AGENTFS_URL"].as_str(), seen["NODE_EXTRA_CA_CERTS"].as_str()), (Some(&*https), Some(&*pem)));
     let routes = env.get("localhost", "/api/routes").unwrap();
     assert!(routes.body.contains(&format!("\"url\":\"{https}\"")), "the dashboard's URLs follow: {}", routes.body);
+    let unknown = env.get("nope.localhost", "/").unwrap();
+    assert_eq!(unknown.status, 404);
+    assert!(
+        unknown.body.contains(&https) && !unknown.body.contains(&http),
+        "the 404's routes follow: {}",
+        unknown.body
+    );
     let ps: Value = serde_json::from_str(&run_as(&env, user.path(), &["ps", "--json"]).stdout).unwrap();
     assert_eq!(ps[0]["url"], https, "{ps}");
     let table = run_as(&env, user.path(), &["ps"]).stdout;

@@ -100,7 +100,7 @@ fn lookup(shared: &Shared, host: &Host<'_>, req: &Request<Incoming>) -> Step {
     match table.resolve(host) {
         Lookup::Route(set) => Step::Done(Resolved::Set(set.clone())),
         Lookup::Dashboard => Step::Done(Resolved::Dashboard(arc_swap::Guard::into_inner(table))),
-        Lookup::Unknown => Step::Done(Resolved::Answer(not_found(host, &table, req))),
+        Lookup::Unknown => Step::Done(Resolved::Answer(not_found(host, shared, &table, req))),
         Lookup::Crashed(w, down, crash) => {
             let who = format!("{} ({})", w.app, w.instance);
             Step::Done(Resolved::Answer(crate::crashes::answer(&who, down, crash, Format::of(req.headers()))))
@@ -319,9 +319,11 @@ fn host_error(e: HostError, fmt: Format) -> Response<Body> {
     Answer { status, title, message, routes: None }.render(fmt)
 }
 
-fn not_found(host: &Host<'_>, table: &Table, req: &Request<Incoming>) -> Response<Body> {
+/// The 404 for an unknown host, listing the routes (`https://` once trusted, as the dashboard does).
+fn not_found(host: &Host<'_>, shared: &Shared, table: &Table, req: &Request<Incoming>) -> Response<Body> {
     let message = format!("no running app answers to {}", host.name());
-    Answer { status: StatusCode::NOT_FOUND, title: "unknown host", message, routes: Some(table.view()) }
+    let routes = shared.routes_view(table);
+    Answer { status: StatusCode::NOT_FOUND, title: "unknown host", message, routes: Some(&routes) }
         .render(Format::of(req.headers()))
 }
 
