@@ -70,11 +70,12 @@ fn stop_and_check_clean(env: &Env, mut app: Proc, sig: i32, code: i32) {
     app.signal(sig);
     let status = app.wait(Duration::from_secs(20));
     assert_eq!(status.code(), Some(code), "exit of the wrapper; output:\n{}", app.output());
-    let left = wait_for("run/ to be empty", Duration::from_secs(5), || {
-        let files = env.home.run_files();
-        files.is_empty().then_some(files)
-    });
-    assert!(left.is_empty());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !env.home.run_files().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let left = env.home.run_files();
+    assert!(left.is_empty(), "left in run/ 5 s after the wrapper exited: {left:?}\n{}", app.output());
 }
 
 fn uvicorn(env: &Env, dir: &Path, name: &str, extra: &[&str]) -> Proc {
