@@ -126,3 +126,29 @@ fn a_watcher_restart_is_held_and_served_without_a_5xx() {
         assert_ne!(listener_pid(&env, how), first, "{how}: served by the restarted server");
     }
 }
+
+#[test]
+fn the_socket_of_an_app_killed_between_bind_and_listen_goes_once_it_has_settled() {
+    // No sidecar tells whose it is: the router judges such a socket once it
+    // is 2 s old, and must look again then, not at its next periodic rescan.
+    let env = Env::new("bare");
+    let dir = TempDir::new("bare");
+    for round in ["a", "b"] {
+        let port = free_port();
+        let script = format!(
+            "exec python3 -c 'import os, socket; s = socket.socket(); \
+            s.bind((\"127.0.0.1\", {port})); os.kill(os.getpid(), 9)'"
+        );
+        let mut p = wrap_sh(&env, dir.path(), round, &script);
+        let file = format!("crash.{round}.{port}.sock");
+        wait_for("the socket file", START, || env.home.run_files().contains(&file).then_some(()));
+        let seen = Instant::now();
+        p.wait(START);
+        while env.home.run_files().contains(&file) && seen.elapsed() < Duration::from_secs(8) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let took = seen.elapsed();
+        assert!(!env.home.run_files().contains(&file), "left: {:?}\n{}", env.home.run_files(), p.output());
+        assert!(took < Duration::from_millis(3_000), "round {round}: gone {took:?} after it appeared");
+    }
+}

@@ -34,6 +34,10 @@ struct Found {
     statics: Option<StaticRoutes>,
     /// Why the home directory cannot be trusted now, if it cannot.
     unsafe_home: Option<String>,
+    /// When the youngest socket without a sidecar is old enough to be
+    /// judged (see `bare_and_gone`): scanned again then, not at the next
+    /// periodic rescan, so a killed app's file goes within that time.
+    settle_due_ms: Option<u64>,
 }
 
 /// Memory between scans: the last good static routes, problems already logged.
@@ -97,6 +101,7 @@ async fn rescan(shared: &Arc<Shared>, memory: &mut Memory) {
     }
     let mut found = found.0;
     let old = shared.table();
+    let settle_due = found.settle_due_ms;
     note_home_safety(memory, found.unsafe_home.take());
     if memory.unsafe_home.is_some() {
         keep_only_verified(&mut found, &old);
@@ -105,7 +110,7 @@ async fn rescan(shared: &Arc<Shared>, memory: &mut Memory) {
     }
     let mut table = Table::build(found.listeners, found.wrappers, &memory.statics, &old, shared.port);
     table.follow_exits(&old, &found.swept);
-    let due = table.decision_due_ms();
+    let due = [table.decision_due_ms(), settle_due].into_iter().flatten().min();
     if !table.same_routes(&old) {
         drop(old);
         tracing::debug!("route table changed");
@@ -163,10 +168,15 @@ fn scan_and_sweep(home: &Home) -> std::io::Result<(Found, Problems)> {
     let bare = snap.listeners.iter().any(|l| l.sidecar.is_none());
     let sockets = if bare { procnet::UnixTable::read() } else { None };
     let mut swept = Vec::new();
+    let mut settle_due_ms: Option<u64> = None;
     for l in snap.listeners {
         if let Some(why) = foreign_tcp_listener(&l) {
             problems.push((scan::sidecar_path(&run_dir, &l.stem), why));
         } else if l.maybe_alive() && !bare_and_gone(&l, sockets.as_ref()) {
+            if l.sidecar.is_none() && !settled(&l) {
+                let due = l.started_at_ms + SETTLE_MS + 1;
+                settle_due_ms = Some(settle_due_ms.map_or(due, |d| d.min(due)));
+            }
             listeners.push(l);
         } else if sweep {
             match scan::remove_listener_files(&run_dir, &l) {
@@ -205,7 +215,7 @@ fn scan_and_sweep(home: &Home) -> std::io::Result<(Found, Problems)> {
             None
         }
     };
-    Ok((Found { listeners, wrappers, swept, statics, unsafe_home }, problems))
+    Ok((Found { listeners, wrappers, swept, statics, unsafe_home, settle_due_ms }, problems))
 }
 
 /// A socket without a sidecar (an app that bound `$AGENTFS_SOCKET` itself)
@@ -218,8 +228,7 @@ fn scan_and_sweep(home: &Home) -> std::io::Result<(Found, Problems)> {
 /// finds it refusing sweeps it.)
 fn bare_and_gone(l: &Listener, sockets: Option<&procnet::UnixTable>) -> bool {
     let (Target::Unix(path), Some(sockets)) = (&l.target, sockets) else { return false };
-    let settled = agentfs_registry::liveness::now_ms().saturating_sub(l.started_at_ms) > 2_000;
-    if l.sidecar.is_some() || !settled {
+    if l.sidecar.is_some() || !settled(l) {
         return false;
     }
     match sockets.state(path) {
@@ -227,6 +236,14 @@ fn bare_and_gone(l: &Listener, sockets: Option<&procnet::UnixTable>) -> bool {
         procnet::UnixState::Bound => true,
         procnet::UnixState::Absent => refuses(path),
     }
+}
+
+/// How old a socket without a sidecar must be before it is judged: an app
+/// may be between its bind() and its listen() until then.
+const SETTLE_MS: u64 = 2_000;
+
+fn settled(l: &Listener) -> bool {
+    agentfs_registry::liveness::now_ms().saturating_sub(l.started_at_ms) > SETTLE_MS
 }
 
 /// Whether a connect to the socket at `path` is refused (nothing listens),
@@ -260,9 +277,7 @@ fn foreign_tcp_listener(l: &Listener) -> Option<String> {
 /// cannot be an app between bind() and listen(): it has a sidecar (written
 /// after listen) or its socket is older than two seconds.
 pub fn sweep_refused(shared: &Arc<Shared>, listener: &Listener) {
-    let settled = listener.sidecar.is_some()
-        || agentfs_registry::liveness::now_ms().saturating_sub(listener.started_at_ms) > 2_000;
-    if settled {
+    if listener.sidecar.is_some() || settled(listener) {
         let (run_dir, l) = (shared.config.home.run_dir(), listener.clone());
         let poke = shared.clone();
         tokio::task::spawn_blocking(move || {
