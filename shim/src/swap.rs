@@ -3,10 +3,9 @@
 //! place with dup3, so a failure leaves the app's socket untouched. A client
 //! connects after it is in place, with the app's socket kept aside to be
 //! put back if that fails (`commit_keeping`). Everything the app set before
-//! the swap comes along: file
-//! status flags (O_NONBLOCK, O_ASYNC), close-on-exec, the SIGIO owner and
-//! signal, SOL_SOCKET options, and epoll registrations (which the kernel
-//! drops with the old socket).
+//! the swap comes along: file status flags (O_NONBLOCK, O_ASYNC),
+//! close-on-exec, the SIGIO owner and signal, SOL_SOCKET options, and epoll
+//! registrations (which the kernel drops with the old socket).
 
 use libc::c_int;
 
@@ -60,17 +59,7 @@ impl Replacement {
         epoll::restore(self.target, &registrations);
         Ok(())
     }
-}
 
-/// The app's socket, set aside by [`Replacement::commit_keeping`].
-pub struct Kept {
-    original: Fd,
-    target: c_int,
-    cloexec: bool,
-    registrations: Vec<epoll::Registration>,
-}
-
-impl Replacement {
     /// Puts the replacement at the app's descriptor number and keeps the
     /// app's socket aside, for a replacement that still has to connect
     /// there. The epoll registrations move to the replacement (left on the
@@ -79,13 +68,20 @@ impl Replacement {
         let registrations = epoll::registrations(self.target);
         let original = sys::dup(self.target)?;
         epoll::remove(self.target, &registrations);
-        if let Err(e) = sys::dup_onto(self.new.raw(), self.target, self.cloexec) {
-            epoll::restore(self.target, &registrations);
-            return Err(e);
-        }
+        // Back on whichever socket is now at the number: the replacement, or the app's if that failed.
+        let placed = sys::dup_onto(self.new.raw(), self.target, self.cloexec);
         epoll::restore(self.target, &registrations);
+        placed?;
         Ok(Kept { original, target: self.target, cloexec: self.cloexec, registrations })
     }
+}
+
+/// The app's socket, set aside by [`Replacement::commit_keeping`].
+pub struct Kept {
+    original: Fd,
+    target: c_int,
+    cloexec: bool,
+    registrations: Vec<epoll::Registration>,
 }
 
 impl Kept {
