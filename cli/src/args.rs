@@ -15,7 +15,7 @@ use clap::{Args, Parser, Subcommand};
         $AGENTFS_HOME/run (default ~/.agentfs/run); a router on loopback sends each *.localhost host to the \
         right socket. The app needs no change and never notices.",
     after_help = "Examples:\n  agentfs wrap -- npm run dev\n  agentfs wrap --instance review -- python3 -m http.server 8000\n  \
-        agentfs ps\n  agentfs url\n  agentfs route api.localhost 127.0.0.1:9000\n  agentfs doctor -- npm run dev"
+        agentfs up -- npm run dev\n  agentfs ps\n  agentfs url\n  agentfs logs -f\n  agentfs down\n  agentfs route api.localhost 127.0.0.1:9000\n  agentfs doctor -- npm run dev"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -35,6 +35,54 @@ pub enum Command {
         group, and when CMD ends or is stopped, everything it started gets SIGTERM, then SIGKILL after \
         $AGENTFS_STOP_TIMEOUT_SECS (default 5). The exit status is CMD's.")]
     Wrap(WrapArgs),
+    /// Start a command in the background, as `wrap` would; return once it listens, printing its URL.
+    #[command(after_help = "Examples:\n  agentfs up -- npm run dev\n  \
+        agentfs up --restart=on-failure -- python3 -m http.server 8000\n  \
+        agentfs up --json -- node server.js | jq -r .url\n\n\
+        The instance is named as `wrap` names it and runs detached from the terminal (it survives closing it, and \
+        a router restart). Its output goes to $AGENTFS_HOME/logs/<app>.<instance>.log (see `agentfs logs`; rotated \
+        at $AGENTFS_LOG_MAX_BYTES, default 8 MiB). Started again in the same place while it runs, it prints the \
+        same URL. --restart=on-failure starts it again after a failure (after 0.25 s, doubling up to 8 s), at most 5 \
+        times within 60 s. Exits 1 with the log's last lines if it exits or fails before listening.")]
+    Up(UpArgs),
+    /// Stop an instance (one started by `up` or `wrap`) and everything it started.
+    #[command(after_help = "Examples:\n  agentfs down               # this directory's instance\n  \
+        agentfs down feat.shop\n\nTARGET: instance.app, or an app (its default instance); default: the instance \
+        `agentfs wrap` in the current directory runs as.")]
+    Down {
+        /// instance.app or app; default: the current directory's instance.
+        #[arg(value_parser = crate::url::parse_target)]
+        target: Option<crate::url::UrlTarget>,
+    },
+    /// Restart a background instance (started by `up`); print its URL once it listens again.
+    #[command(after_help = "Examples:\n  agentfs restart\n  agentfs restart feat.shop --json")]
+    Restart {
+        /// instance.app or app; default: the current directory's instance.
+        #[arg(value_parser = crate::url::parse_target)]
+        target: Option<crate::url::UrlTarget>,
+        /// Print the instance's row as `ps --json` does.
+        #[arg(long)]
+        json: bool,
+        /// Give up waiting for it to listen after this many seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 60)]
+        wait: u64,
+    },
+    /// Print a background instance's output (timestamped), from logs/<app>.<instance>.log.
+    #[command(after_help = "Examples:\n  agentfs logs\n  agentfs logs -f feat.shop\n  agentfs logs -n 20")]
+    Logs {
+        /// instance.app or app; default: the current directory's instance.
+        #[arg(value_parser = crate::url::parse_target)]
+        target: Option<crate::url::UrlTarget>,
+        /// Keep printing what it writes (until interrupted).
+        #[arg(short, long)]
+        follow: bool,
+        /// How many of the last lines to print.
+        #[arg(short = 'n', long, value_name = "N", default_value_t = 100)]
+        lines: usize,
+    },
+    /// The supervisor of a background instance (started by `up`).
+    #[command(hide = true)]
+    Supervise(UpArgs),
     /// List what runs: one line per listening port, and one per instance still starting or crashed.
     #[command(after_help = "Examples:\n  agentfs ps\n  agentfs ps --json | jq '.[] | select(.default)'")]
     Ps {
@@ -136,6 +184,43 @@ pub struct WrapArgs {
     /// The command to run.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct UpArgs {
+    /// App name (a DNS label); default: as `wrap`.
+    #[arg(long, value_name = "APP")]
+    pub name: Option<String>,
+    /// Instance id (a DNS label); default: as `wrap`.
+    #[arg(long, value_name = "ID")]
+    pub instance: Option<String>,
+    /// The port the instance's URL reaches (as `wrap --port`).
+    #[arg(long, value_name = "N")]
+    pub port: Option<String>,
+    /// Start it again when it fails: no | on-failure.
+    #[arg(long, value_name = "WHEN", default_value = "no", value_parser = parse_restart)]
+    pub restart: agentfs_registry::service::Restart,
+    /// Print the instance's row as `ps --json` does, not the URL.
+    #[arg(long)]
+    pub json: bool,
+    /// Give up waiting for it to listen after this many seconds (it keeps running).
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub wait: u64,
+    /// Log the shim's decisions (to the instance's log).
+    #[arg(long)]
+    pub debug: bool,
+    /// The command to run.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+fn parse_restart(s: &str) -> Result<agentfs_registry::service::Restart, String> {
+    use agentfs_registry::service::Restart;
+    match s {
+        "no" => Ok(Restart::No),
+        "on-failure" => Ok(Restart::OnFailure),
+        _ => Err(format!("{s:?} is not a restart policy; use no or on-failure")),
+    }
 }
 
 #[derive(Debug, Args)]

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 use agentfs_registry::Label;
 use agentfs_registry::names::fnv1a64;
@@ -53,6 +53,24 @@ fn repository_dir(common: &Path) -> Option<PathBuf> {
 }
 
 /// The app label.
+/// The names `wrap` gives a command started in the current directory.
+pub struct Here {
+    pub cwd: PathBuf,
+    pub app: Label,
+    /// The instance id wanted (a running one of that id makes it `<id>-2`).
+    pub wanted: Label,
+}
+
+/// The current directory and the app and instance names given by these
+/// flags, else by the directory (see [`app`], [`instance`]).
+pub fn here(name: Option<&str>, instance_flag: Option<&str>) -> Result<Here> {
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let git = Git::probe(&cwd);
+    let app = app(name, &cwd, &git)?;
+    let wanted = instance(instance_flag, &cwd, &git)?;
+    Ok(Here { cwd, app, wanted })
+}
+
 pub fn app(flag: Option<&str>, cwd: &Path, git: &Git) -> Result<Label> {
     if let Some(name) = flag {
         return Label::parse(name).map_err(|e| anyhow::anyhow!("--name: {e}"));

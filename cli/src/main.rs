@@ -9,12 +9,16 @@
 //!   (the tty handed to that group and back), `signals` (forwarding), `live_record` (the wrapper
 //!   record, rewritten with reaped descendants' exits and the front port), `front` (the primary port, the banner), `watch` (banner, PORT fallback route),
 //!   `unseen` (TCP listeners of the tree that the shim cannot enter, routed over TCP).
-//! - `ps` (with `crashed`: which instances count as crashed), `url` (one instance's URL, from `ps`'s rows), `route`, `router_ctl` (with `router_log`, the rotated log), `doctor` (with `doctor_script`: the static and Go programs a script names) — the other commands.
+//! - `ps` (with `crashed`: which instances count as crashed), `url` (one instance's URL, from `ps`'s rows), `route`, `router_ctl`, `doctor` (with `doctor_script`: the static and Go programs a script names) — the other commands.
+//! - `up` — `agentfs up/down/restart`: background instances, each run by a `supervise` process (hidden
+//!   `agentfs supervise`) that restarts it by policy and copies its output to `applog` (the timestamped
+//!   `logs/<app>.<instance>.log`, a `rotating_log`); `logs` reads it.
 //! - `trust` — `agentfs trust [--status|--remove]`: the local CA in the user's stores (`trust_nss`: NSS databases
 //!   with certutil, `trust_linux`: those and the distribution's system store; `trust_macos`: the keychains).
 //! - `sys` — the system calls std lacks (kill, setsid, the parent-death signal, tcsetpgrp, child pids).
 #![deny(unsafe_code)]
 
+mod applog;
 mod args;
 mod crashed;
 mod doctor;
@@ -25,17 +29,19 @@ mod identity;
 mod intercept;
 mod launch;
 mod live_record;
+mod logs;
 mod program;
 mod ps;
+mod rotating_log;
 mod route;
 mod router_ctl;
-mod router_log;
 #[cfg(target_os = "linux")]
 mod seccomp;
 #[cfg(target_os = "linux")]
 mod seccomp_proc;
 mod shim;
 mod signals;
+mod supervise;
 mod sys;
 #[cfg(target_os = "linux")]
 mod sys_seccomp;
@@ -49,6 +55,7 @@ mod trust_macos;
 #[cfg(not(target_os = "macos"))]
 mod trust_nss;
 mod unseen;
+mod up;
 mod url;
 mod watch;
 mod wrap;
@@ -66,6 +73,11 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Wrap(w) => wrap::run(w),
+        Command::Up(u) => up::up(u),
+        Command::Supervise(u) => supervise::run(u),
+        Command::Down { target } => up::down(target),
+        Command::Restart { target, json, wait } => up::restart(target, json, wait),
+        Command::Logs { target, follow, lines } => logs::run(target, follow, lines),
         Command::Ps { json } => ps::run(json),
         Command::Url { target, port, json } => url::run(target, port, json),
         Command::Route { host, target, allow_remote } => route::route(&host, &target, allow_remote),
@@ -86,7 +98,7 @@ fn main() -> ExitCode {
 
 /// The error and its causes, each cause once: errors that already show
 /// their source (`cannot create X: <os error>`) are not followed by it again.
-fn error_text(e: &anyhow::Error) -> String {
+pub fn error_text(e: &anyhow::Error) -> String {
     let mut text = String::new();
     for cause in e.chain() {
         let part = cause.to_string();

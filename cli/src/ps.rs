@@ -11,6 +11,7 @@ use serde::Serialize;
 use agentfs_registry::names::{Origin, hostname};
 use agentfs_registry::record::WrapperRecord;
 use agentfs_registry::scan::{self, Listener};
+use agentfs_registry::service::{self, Phase};
 use agentfs_registry::{Home, Target, liveness, model, reap, trusted};
 
 use crate::{crashed, router_ctl};
@@ -26,11 +27,17 @@ pub enum State {
     /// It listened, and its listening process crashed while its wrapper
     /// runs (as the router judges it, see `crashed`).
     Crashed,
+    /// A background instance whose command failed; its supervisor starts it again soon.
+    Restarting,
+    /// A background instance that ended and is not restarted (`exit` says how).
+    Exited,
 }
 
 /// One row of `agentfs ps --json`.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct Row {
+    /// The schema version of a row (1).
+    pub v: u32,
     pub app: String,
     pub instance: String,
     pub state: State,
@@ -49,9 +56,16 @@ pub struct Row {
     pub wrapper_pid: Option<u32>,
     pub cmd: Vec<String>,
     /// How the crashed process ended: `pid 42, killed by signal 9 (SIGKILL)`;
-    /// only for `crashed` rows.
+    /// only for `crashed` and `exited` rows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit: Option<String>,
+    /// A background instance (`agentfs up`): how many times its command was
+    /// started again; absent for a foreground `wrap`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restarts: Option<u32>,
+    /// A background instance: how its command's last run ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_exit: Option<String>,
     /// `localhost:<port>` outside the instances (while the router runs): whether
     /// this row's port is mirrored there for this instance, and why not.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -59,7 +73,7 @@ pub struct Row {
 }
 
 /// What `localhost:<port>` reaches, for one row.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct OriginalPort {
     pub port: u16,
     /// `localhost:<port>` reaches this instance.
@@ -90,7 +104,7 @@ pub fn run(json: bool) -> Result<ExitCode> {
         table.push([
             r.app.clone(),
             r.instance.clone(),
-            serde_json::to_value(r.state)?.as_str().unwrap_or_default().to_owned(),
+            state_cell(r)?,
             dash(r.port.map(u32::from)),
             dash(r.pid.or(r.wrapper_pid.filter(|_| r.state != State::Live))),
             uptime(now, r.started_at_ms),
@@ -122,6 +136,7 @@ pub fn collect(home: &Home) -> Result<(Vec<Row>, Vec<String>)> {
     let mut rows = rows(snap.listeners.into_iter().filter(Listener::maybe_alive), &snap.wrappers, origin);
     rows.extend(starting.iter().map(|w| starting_row(w, origin, &crashes)));
     add_original_ports(home, &mut rows);
+    add_services(home, &mut rows, origin);
     Ok((rows, notes))
 }
 
@@ -155,7 +170,10 @@ pub fn rows(listeners: impl IntoIterator<Item = Listener>, wrappers: &[WrapperRe
                         wrapper_pid: sc.and_then(|s| s.wrapper_pid),
                         cmd: sc.map(|s| s.cmd.clone()).unwrap_or_default(),
                         exit: None,
+                        restarts: None,
+                        last_exit: None,
                         original_port: None,
+                        v: ROW_VERSION,
                     });
                 }
             }
@@ -206,8 +224,67 @@ fn starting_row(w: &WrapperRecord, origin: Origin, crashes: &crashed::Crashes) -
         wrapper_pid: Some(w.wrapper_pid),
         cmd: w.cmd.clone(),
         exit,
+        restarts: None,
+        last_exit: None,
         original_port: None,
+        v: ROW_VERSION,
     }
+}
+
+/// The schema version of `ps --json` rows (also `url --json`, `up --json`).
+pub const ROW_VERSION: u32 = 1;
+
+/// Marks the rows of background instances with their restarts and last
+/// exit, and adds a row for each one that does not run now (restarting
+/// after a failure, or ended).
+fn add_services(home: &Home, rows: &mut Vec<Row>, origin: Origin) {
+    for s in service::list(home) {
+        let Some(instance) = &s.instance else { continue };
+        let mut mine =
+            rows.iter_mut().filter(|r| r.app == s.app.as_str() && r.instance == instance.as_str()).peekable();
+        if mine.peek().is_some() {
+            for r in mine {
+                r.restarts = Some(s.restarts);
+                r.last_exit.clone_from(&s.last_exit);
+            }
+            continue;
+        }
+        let (state, exit) = match s.phase {
+            Phase::Backoff if s.alive() => (State::Restarting, s.last_exit.clone()),
+            Phase::Running | Phase::Stopping if s.alive() => continue,
+            Phase::Failed => (State::Exited, s.reason.clone()),
+            _ => (State::Exited, s.last_exit.clone().or_else(|| Some("its supervisor was killed".into()))),
+        };
+        rows.push(Row {
+            v: ROW_VERSION,
+            app: s.app.to_string(),
+            instance: instance.to_string(),
+            state,
+            port: None,
+            pid: None,
+            url: origin.url(&hostname(&s.app, Some(instance))),
+            socket: None,
+            started_at_ms: s.run_started_at_ms,
+            default: false,
+            primary: false,
+            wrapper_pid: None,
+            cmd: s.cmd.clone(),
+            exit,
+            restarts: Some(s.restarts),
+            last_exit: s.last_exit.clone(),
+            original_port: None,
+        });
+    }
+}
+
+/// `live`, `live (2 restarts)`.
+fn state_cell(r: &Row) -> Result<String> {
+    let state = serde_json::to_value(r.state)?.as_str().unwrap_or_default().to_owned();
+    Ok(match r.restarts {
+        Some(1) => format!("{state} (1 restart)"),
+        Some(n) if n > 1 => format!("{state} ({n} restarts)"),
+        _ => state,
+    })
 }
 
 fn uptime(now: u64, since: u64) -> String {

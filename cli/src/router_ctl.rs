@@ -16,7 +16,7 @@ use agentfs_router::client::{self, ClientError};
 use agentfs_router::{Config, pidfile};
 
 use crate::args::{PortArg, RouterCommand, RunArgs};
-use crate::router_log::RotatingLog;
+use crate::rotating_log::RotatingLog;
 use crate::sys;
 
 const START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -174,7 +174,7 @@ fn reap_later(mut child: Child) {
 
 fn rotate(log: &std::path::Path) {
     if std::fs::metadata(log).is_ok_and(|m| m.len() > LOG_ROTATE_BYTES) {
-        let _ = std::fs::rename(log, crate::router_log::rotated(log));
+        let _ = std::fs::rename(log, crate::rotating_log::rotated(log));
     }
 }
 

@@ -111,6 +111,16 @@ pub fn kill_group(pgid: u32, signal: i32) -> bool {
     unsafe { libc::kill(-pgid, signal) == 0 }
 }
 
+/// Sends `signal` to process `pid`; false if it is not there (or not ours).
+pub fn kill(pid: u32, signal: i32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
+    if pid <= 1 {
+        return false;
+    }
+    // SAFETY: kill(2) with a positive pid signals that process only.
+    unsafe { libc::kill(pid, signal) == 0 }
+}
+
 /// Stops this process with `signal` (a job-control stop) until SIGCONT.
 pub fn stop_self(signal: i32) {
     // SAFETY: raise(3) has no memory-safety preconditions.

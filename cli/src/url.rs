@@ -5,7 +5,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use agentfs_registry::Home;
 use agentfs_registry::Label;
@@ -72,12 +72,9 @@ pub fn run(target: Option<UrlTarget>, port: Option<u16>, json: bool) -> Result<E
 
 /// The instance `agentfs wrap` in the current directory is named (before
 /// the `-2` suffix a second copy would get).
-fn current_instance() -> Result<UrlTarget> {
-    let cwd = std::env::current_dir().context("cannot read the current directory")?;
-    let git = identity::Git::probe(&cwd);
-    let app = identity::app(None, &cwd, &git)?;
-    let instance = identity::instance(None, &cwd, &git)?;
-    Ok(UrlTarget { app, instance: Some(instance) })
+pub fn current_instance() -> Result<UrlTarget> {
+    let here = identity::here(None, None)?;
+    Ok(UrlTarget { app: here.app, instance: Some(here.wanted) })
 }
 
 fn label(s: &str) -> Result<Label> {
@@ -86,15 +83,23 @@ fn label(s: &str) -> Result<Label> {
 
 /// Why no row answers.
 #[derive(Debug, PartialEq, Eq)]
-enum Missing {
+pub enum Missing {
     NotRunning,
     Crashed(String),
-    NoPort { port: u16, ports: Vec<u16> },
+    /// A background instance that does not run now.
+    Ended {
+        restarting: bool,
+        exit: Option<String>,
+    },
+    NoPort {
+        port: u16,
+        ports: Vec<u16>,
+    },
 }
 
 /// The row of `target` (the primary port's, or `port`'s). An app alone
 /// means its default instance, else one of its starting instances.
-fn pick<'a>(rows: &'a [Row], target: &UrlTarget, port: Option<u16>) -> Result<&'a Row, Missing> {
+pub fn pick<'a>(rows: &'a [Row], target: &UrlTarget, port: Option<u16>) -> Result<&'a Row, Missing> {
     let of_app = || rows.iter().filter(|r| r.app == target.app.as_str());
     let instance = match &target.instance {
         Some(i) => i.as_str().to_owned(),
@@ -105,8 +110,12 @@ fn pick<'a>(rows: &'a [Row], target: &UrlTarget, port: Option<u16>) -> Result<&'
     };
     let mine: Vec<&Row> = of_app().filter(|r| r.instance == instance).collect();
     let Some(first) = mine.first() else { return Err(Missing::NotRunning) };
-    if first.state == State::Crashed {
-        return Err(Missing::Crashed(first.exit.clone().unwrap_or_default()));
+    match first.state {
+        State::Crashed => return Err(Missing::Crashed(first.exit.clone().unwrap_or_default())),
+        State::Restarting | State::Exited => {
+            return Err(Missing::Ended { restarting: first.state == State::Restarting, exit: first.exit.clone() });
+        }
+        State::Live | State::Starting => {}
     }
     let found = match port {
         Some(p) => mine.iter().find(|r| r.port == Some(p)),
@@ -133,6 +142,11 @@ fn why_not(target: &UrlTarget, from_cwd: bool, missing: Missing) -> String {
         Missing::NotRunning => format!("no {target} is running (start it with {start})"),
         Missing::Crashed(exit) => {
             format!("{named} crashed ({exit}) while its wrapper runs (stop that, then start it again with {start})")
+        }
+        Missing::Ended { restarting, exit } => {
+            let exit = exit.unwrap_or_else(|| "it ended".into());
+            let now = if restarting { "is being restarted" } else { "is not running" };
+            format!("{named} {now} in the background ({exit}); see agentfs logs {named}")
         }
         Missing::NoPort { port, ports } if ports.is_empty() => {
             format!("{named} listens on no port yet, so not on {port}")
@@ -185,7 +199,10 @@ mod tests {
             wrapper_pid: Some(1),
             cmd: Vec::new(),
             exit: (state == State::Crashed).then(|| "pid 9, exit status 1".into()),
+            restarts: None,
+            last_exit: None,
             original_port: None,
+            v: 1,
         }
     }
 

@@ -59,10 +59,7 @@ pub fn run(args: WrapArgs) -> Result<ExitCode> {
     let chosen_port = front::chosen_port(args.port.as_deref())?;
     let home = Home::from_env()?;
     home.ensure()?;
-    let cwd = std::env::current_dir().context("cannot read the current directory")?;
-    let git = identity::Git::probe(&cwd);
-    let app = identity::app(args.name.as_deref(), &cwd, &git)?;
-    let wanted = identity::instance(args.instance.as_deref(), &cwd, &git)?;
+    let identity::Here { cwd, app, wanted } = identity::here(args.name.as_deref(), args.instance.as_deref())?;
     let (instance, mut record, record_path) = claim_instance(&home, &app, &wanted, &args, &cwd, (grace, chosen_port))?;
     if instance != wanted {
         eprintln!("agentfs: {app} ({wanted}) is already running; this one is {instance} (use --replica to join it)");

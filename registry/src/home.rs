@@ -78,11 +78,19 @@ impl Home {
     pub fn router_log(&self) -> PathBuf {
         self.logs_dir().join("router.log")
     }
+    /// `services/`: one record per background instance's supervisor (see [`crate::service`]).
+    pub fn services_dir(&self) -> PathBuf {
+        self.root.join("services")
+    }
+    /// `logs/<app>.<instance>.log`: a background instance's output (`agentfs up`, `wrap --log`).
+    pub fn app_log(&self, app: &crate::Label, instance: &crate::Label) -> PathBuf {
+        self.logs_dir().join(format!("{app}.{instance}.log"))
+    }
     pub fn shim_log(&self, pid: u32) -> PathBuf {
         self.logs_dir().join(format!("shim.{pid}.log"))
     }
 
-    /// Creates home, `run/` and `logs/` (mode 0700) where missing and checks
+    /// Creates home, `run/`, `logs/` and `services/` (mode 0700) where missing and checks
     /// that each is a directory of ours that no one else can write.
     /// A missing home is made with its missing parents (those with the
     /// default mode, the home itself 0700).
@@ -90,7 +98,7 @@ impl Home {
         if let Some(parent) = self.root.parent().filter(|p| !p.exists()) {
             fs::create_dir_all(parent).map_err(|source| HomeError::Create { path: parent.to_owned(), source })?;
         }
-        for dir in [self.root.clone(), self.run_dir(), self.logs_dir()] {
+        for dir in [self.root.clone(), self.run_dir(), self.logs_dir(), self.services_dir()] {
             ensure_private_dir(&dir)?;
         }
         Ok(())

@@ -25,6 +25,7 @@
 //! - [`claim`] — taking a name in `run/`: is it free, the `.claim` file held until listen.
 //! - [`scan`] — `run/` → listeners, wrappers, problems; safe removal.
 //! - [`model`] — app → instance → port grouping, default instance, primary port.
+//! - [`service`] — background instances (`agentfs up`): the supervisor's record in `services/`, restart policy.
 //! - [`routes`] — static routes in `routes.json`; [`static_target`] — which targets they may have.
 //! - [`launch`] — planning an exec/spawn so the shim survives SIP (`launch_shell`: `sh -c` strings; `launch_probe`: the real file system).
 #![forbid(unsafe_code)]
@@ -53,6 +54,7 @@ pub mod routes;
 pub mod runfile;
 pub mod safefile;
 pub mod scan;
+pub mod service;
 pub mod static_target;
 pub mod stop;
 pub mod sunpath;

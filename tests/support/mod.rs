@@ -332,6 +332,32 @@ impl Env {
         wait_for(&format!("{host} to answer 200"), timeout, || self.get(host, "/").ok().filter(|r| r.status == 200))
     }
 
+    /// Stops the background instances (`agentfs up`) a test left running:
+    /// SIGTERM to each supervisor of this home (checked to still be one),
+    /// SIGKILL after 15 s.
+    fn stop_supervisors(&self) {
+        let Ok(dir) = std::fs::read_dir(self.home.path().join("services")) else { return };
+        let is_supervisor = |pid: u32| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).nth(1) == Some(b"supervise"))
+        };
+        let pids: Vec<u32> = dir
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".json")?.parse().ok())
+            .filter(|p| is_supervisor(*p))
+            .collect();
+        for (sig, wait) in [(libc::SIGTERM, 15), (libc::SIGKILL, 2)] {
+            for &pid in pids.iter().filter(|p| is_supervisor(**p)) {
+                // SAFETY: kill(2) on a supervisor of this test's home (checked just before).
+                unsafe { libc::kill(pid as i32, sig) };
+            }
+            let deadline = Instant::now() + Duration::from_secs(wait);
+            while pids.iter().any(|p| is_supervisor(*p)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
     /// The router's pid from its pidfile, if one runs.
     pub fn router_pid(&self) -> Option<u32> {
         let text = std::fs::read_to_string(self.home.path().join("router.pid")).ok()?;
@@ -341,6 +367,7 @@ impl Env {
 
 impl Drop for Env {
     fn drop(&mut self) {
+        self.stop_supervisors();
         let pid = self.router_pid();
         let _ = self.agentfs(&["router", "stop"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
         let still_router = |pid: u32| {

@@ -1,8 +1,11 @@
-//! `logs/router.log` for a router started in the background: written by
-//! the router itself and moved to `router.log.1` (replacing the one before)
-//! once it passes a size, while the router runs — a router up for weeks, or
-//! one logging a storm, never fills the disk. (The router's stderr, where only
-//! a crash would write, still points at the file it was started with.)
+//! A log file moved to `<name>.1` (replacing the one before) once it passes
+//! a size, while its writer runs: `logs/router.log` for a router started in
+//! the background, and `logs/<app>.<instance>.log` for a background
+//! instance (see `applog`). A router up for weeks, or an app logging a
+//! storm, never fills the disk. The file is opened with `O_NOFOLLOW`: a
+//! symlink put in its place is refused, not followed. (The router's stderr,
+//! where only a crash would write, still points at the file it was started
+//! with.)
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -45,6 +48,20 @@ impl RotatingLog {
         let file = open_append(&path).with_context(|| format!("cannot open {}", path.display()))?;
         let written = file.metadata().map_or(0, |m| m.len());
         Ok(RotatingLog { inner: Arc::new(Mutex::new(Inner { path, file, written, limit })) })
+    }
+
+    /// Writes `buf` with one `write` (rotating first if the file is full).
+    pub fn append(&self, buf: &[u8]) -> io::Result<()> {
+        Guard(self.lock()).write_all(buf)
+    }
+
+    /// Writes to the log at `path` from now on (same limit).
+    pub fn reopen_at(&self, path: PathBuf) -> Result<()> {
+        let file = open_append(&path).with_context(|| format!("cannot open {}", path.display()))?;
+        let mut inner = self.lock();
+        inner.written = file.metadata().map_or(0, |m| m.len());
+        (inner.path, inner.file) = (path, file);
+        Ok(())
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
