@@ -80,6 +80,13 @@ pub enum Command {
         #[arg(short = 'n', long, value_name = "N", default_value_t = 100)]
         lines: usize,
     },
+    /// Serve the Model Context Protocol on stdio, for coding agents (tools: list_instances, get_url, start, stop,
+    /// restart, logs, route, unroute).
+    #[command(after_help = "Examples:\n  claude mcp add agentfs -- agentfs mcp\n  \
+        codex mcp add agentfs -- agentfs mcp\n\n\
+        Each tool runs the agentfs command it stands for in the tool's `cwd` (the agent's worktree) and returns its \
+        JSON (\"v\":1); errors carry the command's own message. See the README's MCP section.")]
+    Mcp,
     /// The supervisor of a background instance (started by `up`).
     #[command(hide = true)]
     Supervise(UpArgs),

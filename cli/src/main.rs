@@ -13,6 +13,7 @@
 //! - `up` — `agentfs up/down/restart`: background instances, each run by a `supervise` process (hidden
 //!   `agentfs supervise`) that restarts it by policy and copies its output to `applog` (the timestamped
 //!   `logs/<app>.<instance>.log`, a `rotating_log`); `logs` reads it.
+//! - `mcp` — `agentfs mcp`: the MCP server on stdio; each tool runs the command it stands for.
 //! - `trust` — `agentfs trust [--status|--remove]`: the local CA in the user's stores (`trust_nss`: NSS databases
 //!   with certutil, `trust_linux`: those and the distribution's system store; `trust_macos`: the keychains).
 //! - `sys` — the system calls std lacks (kill, setsid, the parent-death signal, tcsetpgrp, child pids).
@@ -30,6 +31,7 @@ mod intercept;
 mod launch;
 mod live_record;
 mod logs;
+mod mcp;
 mod program;
 mod ps;
 mod rotating_log;
@@ -78,6 +80,7 @@ fn main() -> ExitCode {
         Command::Down { target } => up::down(target),
         Command::Restart { target, json, wait } => up::restart(target, json, wait),
         Command::Logs { target, follow, lines } => logs::run(target, follow, lines),
+        Command::Mcp => mcp::run(),
         Command::Ps { json } => ps::run(json),
         Command::Url { target, port, json } => url::run(target, port, json),
         Command::Route { host, target, allow_remote } => route::route(&host, &target, allow_remote),
