@@ -262,3 +262,38 @@ fn help_has_examples_and_completions_are_printed() {
         &r.stdout[..200.min(r.stdout.len())]
     );
 }
+
+/// Every command that prints state has `--json` with `"v":1` (the schemas
+/// are in docs/json.md).
+#[test]
+fn every_state_command_prints_versioned_json() {
+    let env = Env::new("json");
+    let json_of = |args: &[&str], code: i32| -> Value {
+        let r = env.run(args);
+        assert_eq!(r.code, Some(code), "{args:?}: {r:?}");
+        serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {r:?}"))
+    };
+    assert_eq!(json_of(&["router", "status", "--json"], 3), serde_json::json!({"v": 1, "running": false}));
+    let route = json_of(&["route", "api.localhost", "9", "--json"], 0);
+    assert_eq!((route["v"].clone(), route["host"].clone()), (1.into(), "api.localhost".into()), "{route}");
+    assert_eq!(route["url"], format!("http://api.localhost:{}", env.port));
+    let mut server = env.home.wrapped("shop", "main", "python3");
+    server.args(["-m", "http.server", "8000"]);
+    let server = Proc::spawn(server);
+    wait_for("the server's socket", Duration::from_secs(20), || env.home.sock("shop.main.8000").exists().then_some(()));
+    let ps = json_of(&["ps", "--json"], 0);
+    assert!(ps.as_array().unwrap().iter().all(|r| r["v"] == 1), "{ps}");
+    assert_eq!(json_of(&["url", "main.shop", "--json"], 0)["v"], 1);
+    drop(server);
+    let doctor = env.run(&["doctor", "--json"]);
+    let doctor: Value = serde_json::from_str(&doctor.stdout).unwrap_or_else(|e| panic!("{e}: {doctor:?}"));
+    assert_eq!(doctor["v"], 1);
+    assert!(
+        doctor["checks"].as_array().unwrap().iter().all(|c| c["ok"].is_boolean() && c["what"].is_string()),
+        "{doctor}"
+    );
+    let trust = json_of(&["trust", "--status", "--json"], 0);
+    assert_eq!((trust["v"].clone(), trust["https"].clone()), (1.into(), false.into()), "{trust}");
+    let bare = env.run(&["trust", "--json"]);
+    assert_eq!(bare.code, Some(2), "--json needs --status: {bare:?}");
+}

@@ -128,6 +128,9 @@ pub enum Command {
         /// Allow a TCP target that is not on this machine's loopback (a server on the LAN).
         #[arg(long)]
         allow_remote: bool,
+        /// Print the route as JSON ({"v":1,"host","url","target"}).
+        #[arg(long)]
+        json: bool,
     },
     /// Remove a route added with `agentfs route`.
     #[command(after_help = "Example:\n  agentfs unroute api.localhost")]
@@ -141,6 +144,9 @@ pub enum Command {
     /// Check this machine (and optionally a command) and say how to fix what is wrong.
     #[command(after_help = "Examples:\n  agentfs doctor\n  agentfs doctor -- npm run dev")]
     Doctor {
+        /// Print JSON ({"v":1,"ok","checks":[{"ok","what","fix"}]}).
+        #[arg(long)]
+        json: bool,
         /// A command to check: can the shim enter it?
         #[arg(last = true, value_name = "CMD")]
         command: Vec<OsString>,
@@ -244,6 +250,9 @@ pub struct TrustArgs {
     /// Only your own stores: never the system store, even as root.
     #[arg(long)]
     pub user: bool,
+    /// With --status: print JSON ({"v":1,"ca","stores":[{"what","store","trusted","fix"}],"https"}).
+    #[arg(long, requires = "status")]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -256,7 +265,7 @@ pub enum RouterCommand {
     Stop,
     /// Say whether the router runs, where, and what it routes.
     Status {
-        /// Print JSON.
+        /// Print JSON ({"v":1,"running",...}; exit 3 when not running).
         #[arg(long)]
         json: bool,
     },

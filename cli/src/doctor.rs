@@ -34,7 +34,7 @@ fn bad(what: impl Into<String>, fix: impl Into<String>) -> Finding {
     Finding { ok: false, what: what.into(), fix: Some(fix.into()) }
 }
 
-pub fn run(command: &[OsString]) -> Result<ExitCode> {
+pub fn run(command: &[OsString], json: bool) -> Result<ExitCode> {
     let home = Home::from_env()?;
     let mut findings = vec![check_home(&home), check_shim(&home), check_router(&home), check_resolution()];
     findings.push(check_sun_path(&home));
@@ -46,13 +46,20 @@ pub fn run(command: &[OsString]) -> Result<ExitCode> {
     if !command.is_empty() {
         findings.extend(check_command(&home, command));
     }
+    let all_ok = findings.iter().all(|f| f.ok);
+    if json {
+        let checks: Vec<_> =
+            findings.iter().map(|f| serde_json::json!({"ok": f.ok, "what": f.what, "fix": f.fix})).collect();
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"v": 1, "ok": all_ok, "checks": checks}))?);
+        return Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+    }
     for f in &findings {
         println!("{} {}", if f.ok { "✓" } else { "✗" }, f.what);
         if let Some(fix) = &f.fix {
             println!("  → {fix}");
         }
     }
-    Ok(if findings.iter().all(|f| f.ok) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn check_home(home: &Home) -> Finding {

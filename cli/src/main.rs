@@ -83,10 +83,10 @@ fn main() -> ExitCode {
         Command::Mcp => mcp::run(),
         Command::Ps { json } => ps::run(json),
         Command::Url { target, port, json } => url::run(target, port, json),
-        Command::Route { host, target, allow_remote } => route::route(&host, &target, allow_remote),
+        Command::Route { host, target, allow_remote, json } => route::route(&host, &target, allow_remote, json),
         Command::Unroute { host } => route::unroute(&host),
         Command::Router(r) => router_ctl::run(r),
-        Command::Doctor { command } => doctor::run(&command),
+        Command::Doctor { command, json } => doctor::run(&command, json),
         Command::Trust(t) => trust::run(&t),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "agentfs", &mut std::io::stdout());

@@ -14,7 +14,7 @@ use agentfs_router::client::{self, ClientError};
 
 use crate::router_ctl;
 
-pub fn route(host: &str, target: &str, allow_remote: bool) -> Result<ExitCode> {
+pub fn route(host: &str, target: &str, allow_remote: bool, json: bool) -> Result<ExitCode> {
     let home = Home::from_env()?;
     let host = normalize_host(host).map_err(|e| anyhow::anyhow!("{host}: {e}"))?;
     let parsed: Target = target.parse()?;
@@ -36,7 +36,12 @@ pub fn route(host: &str, target: &str, allow_remote: bool) -> Result<ExitCode> {
         Err(e) => return Err(e.into()),
     }
     let port = router_ctl::configured_port(&home)?;
-    eprintln!("agentfs: {} → {parsed}", trusted::origin(&home, port).url(&host));
+    let url = trusted::origin(&home, port).url(&host);
+    if json {
+        println!("{}", serde_json::json!({"v": 1, "host": host, "url": url, "target": parsed.to_string()}));
+    } else {
+        eprintln!("agentfs: {url} → {parsed}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -216,7 +216,7 @@ fn stop(home: &Home) -> Result<ExitCode> {
 fn status(home: &Home, json: bool) -> Result<ExitCode> {
     let Some(s) = running(home)? else {
         if json {
-            println!("{}", serde_json::json!({"running": false}));
+            println!("{}", serde_json::json!({"v": 1, "running": false}));
         } else {
             println!("router: not running (start it with `agentfs router start`)");
         }
@@ -225,6 +225,7 @@ fn status(home: &Home, json: bool) -> Result<ExitCode> {
     if json {
         let mut v = serde_json::to_value(&s).map_err(|e| anyhow!(e))?;
         v["running"] = true.into();
+        v["v"] = 1.into();
         println!("{v}");
     } else {
         println!("router: running, pid {}, {} ({})", s.pid, s.url, s.listening.join(", "));

@@ -80,7 +80,7 @@ pub fn run(args: &TrustArgs) -> Result<ExitCode> {
         _ => SystemMode::Auto,
     };
     if args.status {
-        return status(&home);
+        return status(&home, args.json);
     }
     if args.remove {
         return remove(&home, mode);
@@ -136,9 +136,13 @@ fn remove(home: &Home, mode: SystemMode) -> Result<ExitCode> {
     Ok(if complete { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-fn status(home: &Home) -> Result<ExitCode> {
+fn status(home: &Home, json: bool) -> Result<ExitCode> {
     let Some(authority) = Authority::load(home)? else {
-        println!("no CA yet in {}: the router makes one, or `agentfs trust`", home.root().display());
+        if json {
+            println!("{}", serde_json::json!({"v": 1, "ca": null, "stores": [], "https": false}));
+        } else {
+            println!("no CA yet in {}: the router makes one, or `agentfs trust`", home.root().display());
+        }
         return Ok(ExitCode::SUCCESS);
     };
     let ca = Ca {
@@ -146,6 +150,17 @@ fn status(home: &Home) -> Result<ExitCode> {
         der: ca::pem_body(authority.cert_pem(), "CERTIFICATE"),
         ids: vec![authority.id().to_owned()],
     };
+    if json {
+        let stores: Vec<_> = platform::places(&ca)
+            .iter()
+            .map(|p| serde_json::json!({"what": p.what, "store": p.store, "trusted": p.trusted, "fix": p.fix}))
+            .collect();
+        let https = trusted::is_trusted(home);
+        let v =
+            serde_json::json!({"v": 1, "ca": ca.pem, "nickname": nickname(ca.id()), "stores": stores, "https": https});
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     println!("CA {} ({:?})", ca.pem.display(), nickname(ca.id()));
     for p in platform::places(&ca) {
         match (p.trusted, &p.fix) {
