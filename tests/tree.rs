@@ -206,15 +206,7 @@ fn ps_json_tells_a_starting_instance_from_a_live_one() {
 fn ctrl_z_and_fg_at_a_terminal_stop_and_resume_the_command() {
     let env = Env::new("jobctl");
     let dir = TempDir::new("jobctl");
-    let mut harness = Command::new("python3");
-    clean_env(&mut harness);
-    let reader = "print('READY', flush=True); print('GOT', input().upper())";
-    harness.current_dir(dir.path()).arg(fixture("job_control.py")).args(["READY", "hello", "GOT HELLO", "--"]);
-    harness.arg(agentfs()).args(["wrap", "--no-router", "--name", "job", "--", "python3", "-c", reader]);
-    harness.env("AGENTFS_HOME", env.home.path()).env("AGENTFS_HTTP_PORT", env.port.to_string());
-    let mut p = Proc::spawn(harness);
-    assert!(p.wait(Duration::from_secs(120)).success(), "{}", p.output());
-    let r: Value = serde_json::from_str(p.stdout().lines().last().unwrap()).unwrap();
+    let r = job_control(&env, dir.path(), &["--no-router", "--name", "job"]);
     assert_eq!((&r["stopped"], &r["answered"], &r["status"]), (&true.into(), &true.into(), &0.into()), "{r}");
 }
 

@@ -201,3 +201,77 @@ fn the_wrapper_never_connects_to_a_socket_the_shim_has_not_announced_yet() {
     assert_eq!(count(true), 0, "no probe while the claim is there");
     assert!(count(false) >= 1, "a bare socket is probed");
 }
+
+#[test]
+fn wrap_log_passes_pipes_through_unchanged_and_logs_each_line() {
+    let env = Env::new("wraplog");
+    let dir = TempDir::new("wraplog");
+    let script = "echo out; echo err >&2; printf 'no newline'; exit 3";
+    let r = run_wrap(
+        &env,
+        dir.path(),
+        &["--no-router", "--log", "--name", "tee", "--instance", "a", "--", "sh", "-c", script],
+    );
+    assert_eq!((r.code, r.stdout.as_str()), (Some(3), "out\nno newline"), "{r:?}");
+    assert!(r.stderr.contains("err\n") && !r.stderr.contains("out"), "stderr stays stderr: {r:?}");
+    let logged = env.run(&["logs", "a.tee"]).stdout;
+    let lines: Vec<&str> = logged.lines().map(|l| l.split_once(' ').unwrap().1).collect();
+    assert!(lines[0].contains("agentfs wrap --log"), "{logged}");
+    let mut got = lines[1..].to_vec();
+    got.sort_unstable();
+    assert_eq!(got, ["err", "no newline", "out"], "stdout and stderr, each line once: {logged}");
+}
+
+/// `agentfs wrap ARGS` in `dir` with its output on pipes, to completion.
+fn run_wrap(env: &Env, dir: &Path, args: &[&str]) -> Finished {
+    let mut p = wrap_in(env, dir, args);
+    let status = p.wait(Duration::from_secs(30));
+    Finished { code: status.code(), stdout: p.stdout(), stderr: p.stderr() }
+}
+
+/// At a terminal: the app still has one (a pty), sees keys, its colours
+/// reach the terminal and not the log, Ctrl-C reaches it, and the terminal's
+/// modes are as before once the wrapper is done.
+#[test]
+fn wrap_log_at_a_terminal_keeps_the_apps_tty_and_restores_the_terminal() {
+    let env = Env::new("wraplogtty");
+    let dir = TempDir::new("wraplogtty");
+    let app = "import os, sys, time\n\
+        print(f'READY tty={os.isatty(0)} {os.isatty(1)} {os.isatty(2)}', flush=True)\n\
+        print(f'\\x1b[32mGOT {input().upper()}\\x1b[0m', flush=True)\n\
+        time.sleep(60)\n";
+    std::fs::write(dir.path().join("app.py"), app).unwrap();
+    let wrap = format!("{} wrap --no-router --log --name tty --instance a -- python3 app.py", agentfs());
+    let mut harness = Command::new("python3");
+    clean_env(&mut harness);
+    harness.current_dir(dir.path()).arg(fixture("pty_run.py")).args([
+        "READY",
+        "--type",
+        "hello",
+        "--expect",
+        "GOT HELLO",
+    ]);
+    harness.args(["--", "sh", "-c", &format!("stty -g; {wrap}; echo status=$?; stty -g")]);
+    harness.env("AGENTFS_HOME", env.home.path());
+    let mut p = Proc::spawn(harness);
+    assert!(p.wait(Duration::from_secs(90)).success(), "{}", p.output());
+    let r: Value = serde_json::from_str(p.stdout().lines().last().unwrap()).unwrap();
+    let shown = r["output"].as_str().unwrap();
+    assert!(shown.contains("READY tty=True True True"), "the app has a terminal: {shown}");
+    assert!(shown.contains("\u{1b}[32mGOT HELLO"), "colours reach the terminal: {shown}");
+    assert!(shown.contains("status=130"), "Ctrl-C reached the app: {shown}");
+    let modes: Vec<&str> = shown.lines().filter(|l| l.matches(':').count() > 10).collect();
+    assert_eq!(modes.len(), 2, "{shown}");
+    assert_eq!(modes[0], modes[1], "the terminal's modes are restored");
+    let logged = env.run(&["logs", "a.tty"]).stdout;
+    assert!(logged.contains(" READY tty=True True True\n") && logged.contains(" GOT HELLO\n"), "{logged}");
+    assert!(!logged.contains('\u{1b}') && !logged.contains('\r'), "the log has the text as shown: {logged:?}");
+}
+
+#[test]
+fn wrap_log_at_a_terminal_keeps_ctrl_z_and_fg() {
+    let env = Env::new("wraplogjob");
+    let dir = TempDir::new("wraplogjob");
+    let r = job_control(&env, dir.path(), &["--no-router", "--log", "--name", "job"]);
+    assert_eq!((&r["stopped"], &r["answered"], &r["status"]), (&true.into(), &true.into(), &0.into()), "{r}");
+}

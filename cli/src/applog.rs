@@ -86,33 +86,115 @@ pub fn line(log: &RotatingLog, text: &[u8]) {
     let _ = log.append(&out);
 }
 
-/// Copies `pipe` to `log` line by line until every writer has closed it.
-pub fn pump(mut pipe: File, log: RotatingLog) {
+/// Where a pump sends what it reads.
+pub struct Sink {
+    pub log: RotatingLog,
+    /// Also written here, unchanged and at once (`wrap --log`: the terminal or the wrapper's own stdout/stderr).
+    pub echo: Option<File>,
+    /// Output meant for a terminal: escape sequences are left out of the
+    /// log, and of a line redrawn with `\r` only what was shown last is kept.
+    pub terminal: bool,
+}
+
+/// Copies `source` to `log` line by line until every writer has closed it
+/// (for a pty, until `read` fails once the terminal's other side is closed).
+pub fn pump(source: File, log: RotatingLog) {
+    pump_to(source, Sink { log, echo: None, terminal: false });
+}
+
+pub fn pump_to(mut source: File, mut sink: Sink) {
     let mut pending: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
+    let write_line = |sink: &Sink, text: &[u8]| match sink.terminal {
+        true => line(&sink.log, &shown(text)),
+        false => line(&sink.log, text),
+    };
     loop {
-        if !pending.is_empty() && !readable_within(&pipe, PARTIAL_AFTER) {
-            line(&log, &std::mem::take(&mut pending));
+        if !pending.is_empty() && !readable_within(&source, PARTIAL_AFTER) {
+            write_line(&sink, &std::mem::take(&mut pending));
             continue;
         }
-        let n = match pipe.read(&mut buf) {
+        let n = match source.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         };
+        if let Some(echo) = sink.echo.as_mut() {
+            use std::io::Write;
+            let _ = echo.write_all(&buf[..n]);
+        }
         pending.extend_from_slice(&buf[..n]);
         while let Some(end) = pending.iter().position(|b| *b == b'\n') {
             let rest = pending.split_off(end + 1);
-            line(&log, &std::mem::replace(&mut pending, rest));
+            write_line(&sink, &std::mem::replace(&mut pending, rest));
         }
         while pending.len() > LONGEST_LINE {
             let rest = pending.split_off(LONGEST_LINE);
-            line(&log, &std::mem::replace(&mut pending, rest));
+            write_line(&sink, &std::mem::replace(&mut pending, rest));
         }
     }
     if !pending.is_empty() {
-        line(&log, &pending);
+        write_line(&sink, &pending);
+    }
+}
+
+/// What a terminal shows of a line: no escape sequences (CSI, OSC and
+/// the short ones), no line-end `\r`, and of a line redrawn after a `\r`
+/// (a progress bar) only its last drawing.
+pub fn shown(text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut i = 0;
+    while i < text.len() {
+        match text[i] {
+            0x1b => i = skip_escape(text, i),
+            b'\r' if text[i + 1..].iter().all(|b| *b == b'\r' || *b == b'\n') => i += 1,
+            b'\r' => {
+                out.clear();
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// The index after the escape sequence that starts at `start`.
+fn skip_escape(text: &[u8], start: usize) -> usize {
+    let at = |i: usize| text.get(i).copied();
+    match at(start + 1) {
+        Some(b'[') => {
+            let mut i = start + 2;
+            while at(i).is_some_and(|b| !(0x40..=0x7e).contains(&b)) {
+                i += 1;
+            }
+            i + 1
+        }
+        Some(b']') => {
+            let mut i = start + 2;
+            while let Some(b) = at(i) {
+                if b == 0x07 {
+                    return i + 1;
+                }
+                if b == 0x1b && at(i + 1) == Some(b'\\') {
+                    return i + 2;
+                }
+                i += 1;
+            }
+            i
+        }
+        // ESC, intermediate bytes (`(`, `#` …), a final byte: `ESC ( B`, `ESC 7`.
+        Some(_) => {
+            let mut i = start + 1;
+            while at(i).is_some_and(|b| (0x20..=0x2f).contains(&b)) {
+                i += 1;
+            }
+            i + 1
+        }
+        None => start + 1,
     }
 }
 
@@ -132,6 +214,14 @@ mod tests {
         assert_eq!(stamp(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(stamp(951_782_400_123), "2000-02-29T00:00:00.123Z");
         assert_eq!(stamp(1_796_352_995_004), "2026-12-04T02:56:35.004Z");
+    }
+
+    #[test]
+    fn a_terminal_line_is_logged_as_shown() {
+        assert_eq!(shown(b"\x1b[32m  VITE\x1b[39m ready\r\n"), b"  VITE ready\n");
+        assert_eq!(shown(b"10%\r50%\r100%\n"), b"100%\n");
+        assert_eq!(shown(b"\x1b]0;title\x07plain \x1b(Bx\x1b"), b"plain x");
+        assert_eq!(shown(b"\x1b]8;;http://a\x1b\\link\x1b]8;;\x1b\\\n"), b"link\n");
     }
 
     #[test]

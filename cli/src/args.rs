@@ -194,6 +194,10 @@ pub struct WrapArgs {
     /// Log the shim's decisions to stderr.
     #[arg(long)]
     pub debug: bool,
+    /// Also write the command's output to $AGENTFS_HOME/logs/<app>.<instance>.log (read it with `agentfs logs`);
+    /// at a terminal the command gets a pty of its own so that it still sees one.
+    #[arg(long)]
+    pub log: bool,
     /// The command to run.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,

@@ -8,7 +8,8 @@
 //!   `tree` (the command's process group and descendants, stopped together), `terminal`
 //!   (the tty handed to that group and back), `signals` (forwarding), `live_record` (the wrapper
 //!   record, rewritten with reaped descendants' exits and the front port), `front` (the primary port, the banner), `watch` (banner, PORT fallback route),
-//!   `unseen` (TCP listeners of the tree that the shim cannot enter, routed over TCP).
+//!   `unseen` (TCP listeners of the tree that the shim cannot enter, routed over TCP),
+//!   `tee` (`wrap --log`: the output also into the instance's log, through a pty at a terminal).
 //! - `ps` (with `crashed`: which instances count as crashed), `url` (one instance's URL, from `ps`'s rows), `route`, `router_ctl`, `doctor` (with `doctor_script`: the static and Go programs a script names) — the other commands.
 //! - `up` — `agentfs up/down/restart`: background instances, each run by a `supervise` process (hidden
 //!   `agentfs supervise`) that restarts it by policy and copies its output to `applog` (the timestamped
@@ -47,6 +48,7 @@ mod supervise;
 mod sys;
 #[cfg(target_os = "linux")]
 mod sys_seccomp;
+mod tee;
 mod terminal;
 mod tree;
 mod trust;

@@ -67,6 +67,24 @@ pub fn own_group(cmd: &mut Command, terminal: Option<i32>) {
     }
 }
 
+/// Makes the spawned command leader of a new session whose controlling
+/// terminal is the one on its descriptor `tty` (a pty's slave, for
+/// `wrap --log`): its process group is its own, as with [`own_group`].
+pub fn own_session_on(cmd: &mut Command, tty: i32) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec and only
+    // calls setsid(2) and ioctl(2) with TIOCSCTTY and an integer argument,
+    // both async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 || libc::ioctl(tty, libc::TIOCSCTTY as _, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// The foreground process group of the terminal on `fd`, if `fd` is this
 /// process's controlling terminal.
 pub fn foreground_group(fd: i32) -> Option<u32> {

@@ -32,11 +32,20 @@ pub fn grace() -> Result<Duration> {
 }
 
 /// Sets up `cmd` to start a process group of its own, in front of the
-/// terminal if the wrapper is, and (Linux) to get SIGTERM if the wrapper dies.
-pub fn prepare(cmd: &mut Command, terminal: Option<&Terminal>) {
-    sys::own_group(cmd, terminal.and_then(Terminal::handover_fd));
+/// terminal if the wrapper is (or, given `pty`, a session of its own on the
+/// pty's slave at that descriptor, see `tee`), and (Linux) to get SIGTERM if
+/// the wrapper dies.
+pub fn prepare(cmd: &mut Command, terminal: Option<&Terminal>, pty: Option<i32>) {
+    match pty {
+        Some(fd) => sys::own_session_on(cmd, fd),
+        None => sys::own_group(cmd, terminal.and_then(Terminal::handover_fd)),
+    }
     sys::terminate_with_parent(cmd);
 }
+
+/// What to do when the command is stopped (Ctrl-Z) and it does not share
+/// the wrapper's terminal: (its group, the signal).
+pub type StopHook = Arc<dyn Fn(u32, i32) + Send + Sync>;
 
 /// Linux: orphaned descendants become the wrapper's children, not init's.
 pub fn become_subreaper() {
@@ -63,6 +72,7 @@ pub struct Shared {
 pub struct Tree {
     shared: Arc<Shared>,
     terminal: Option<Terminal>,
+    on_stop: Option<StopHook>,
 }
 
 impl Tree {
@@ -73,7 +83,13 @@ impl Tree {
         }
         let leader_done = AtomicBool::new(false);
         let shared = Arc::new(Shared { leader, grace, home, deadline: Mutex::new(None), leader_done, exits });
-        Tree { shared, terminal }
+        Tree { shared, terminal, on_stop: None }
+    }
+
+    /// Calls `hook` when the command is stopped (instead of mirroring the stop on the shared terminal).
+    pub fn on_stop(mut self, hook: Option<StopHook>) -> Tree {
+        self.on_stop = hook;
+        self
     }
 
     pub fn shared(&self) -> Arc<Shared> {
@@ -87,8 +103,11 @@ impl Tree {
         let status = loop {
             match waitpid(leader, WaitOptions::UNTRACED) {
                 Ok(Some((_, st))) if st.stopped() => {
+                    let signal = st.stopping_signal().unwrap_or(libc::SIGTSTP);
                     if let Some(t) = &self.terminal {
-                        t.mirror_stop(self.shared.leader, st.stopping_signal().unwrap_or(libc::SIGTSTP));
+                        t.mirror_stop(self.shared.leader, signal);
+                    } else if let Some(hook) = &self.on_stop {
+                        hook(self.shared.leader, signal);
                     }
                 }
                 Ok(Some((_, st))) => break Some(st),

@@ -24,6 +24,7 @@ use crate::intercept::Intercept;
 use crate::live_record::LiveRecord;
 use crate::program;
 use crate::signals::Forwarder;
+use crate::tee::Tee;
 use crate::terminal::Terminal;
 use crate::tree::{self, Tree};
 use crate::{front, identity, launch, router_ctl, shim, watch};
@@ -92,25 +93,44 @@ pub fn run(args: WrapArgs) -> Result<ExitCode> {
         _ => None,
     };
     let mut cmd = command(&args, &home, &me, fallback_port, intercept.is_some())?;
-    let terminal = Terminal::controlling();
-    tree::prepare(&mut cmd, terminal.as_ref());
+    let tee = match args.log {
+        true => Some(tee_to_log(&mut cmd, &home, &me, &record.cmd)?),
+        false => None,
+    };
+    let pty = tee.as_ref().and_then(Tee::pty_fd);
+    let terminal = if pty.is_some() { None } else { Terminal::controlling() };
+    tree::prepare(&mut cmd, terminal.as_ref(), pty);
     intercept.iter().for_each(|i| i.install(&mut cmd));
 
     let forwarder = Forwarder::install()?;
     tree::become_subreaper();
-    let child = match cmd.spawn() {
+    let spawned = cmd.spawn();
+    drop(cmd); // the parent's ends of the tee's pipes and pty
+    let child = match spawned {
         Ok(c) => c,
         Err(e) => return Ok(spawn_failed(program, &e)),
     };
+    let mut tee = tee;
+    tee.iter_mut().for_each(|t| t.started(child.id()));
     record.pgid = Some(child.id());
     let cmd_line = record.cmd.clone();
     let live = std::sync::Arc::new(LiveRecord::new(record_path, record));
-    let tree = Tree::new(child.id(), terminal, grace, home.clone(), live.clone());
+    let tree = Tree::new(child.id(), terminal, grace, home.clone(), live.clone())
+        .on_stop(tee.as_ref().and_then(Tee::stop_hook));
     forwarder.to(tree.shared());
     let quiet = refused.is_some().then_some(child.id());
     let converted = intercept.and_then(|i| i.start(home.clone(), me.clone(), args.replica, quiet));
     watch_listeners(&home, me, child.id(), Reach { fallback_port, refused, converted }, live, cmd_line, cwd);
-    Ok(ExitCode::from(tree.wait()))
+    let code = tree.wait();
+    tee.into_iter().for_each(Tee::finish);
+    Ok(ExitCode::from(code))
+}
+
+/// `wrap --log`: the command's output also goes to the instance's log.
+fn tee_to_log(cmd: &mut Command, home: &Home, me: &Instance, cmd_line: &[String]) -> Result<Tee> {
+    let (log, _) = crate::applog::open(home, &me.app, &me.instance)?;
+    crate::applog::line(&log, format!("agentfs: started {} (agentfs wrap --log)", cmd_line.join(" ")).as_bytes());
+    crate::tee::prepare(cmd, &log)
 }
 
 /// How the app's listeners reach the router, and what the command is.

@@ -418,3 +418,18 @@ pub fn wait_stderr(p: &Proc, needle: &str, timeout: Duration) -> String {
         e.contains(needle).then_some(e)
     })
 }
+
+/// Ctrl-Z, `fg` and a typed line at an interactive bash running `agentfs
+/// wrap WRAP_ARGS -- python3 -c <a line reader>` (tests/fixtures/job_control.py);
+/// its JSON report (`stopped`, `answered`, `status`).
+pub fn job_control(env: &Env, dir: &Path, wrap_args: &[&str]) -> serde_json::Value {
+    let mut harness = Command::new("python3");
+    clean_env(&mut harness);
+    let reader = "print('READY', flush=True); print('GOT', input().upper())";
+    harness.current_dir(dir).arg(fixture("job_control.py")).args(["READY", "hello", "GOT HELLO", "--"]);
+    harness.arg(agentfs()).arg("wrap").args(wrap_args).args(["--", "python3", "-c", reader]);
+    harness.env("AGENTFS_HOME", env.home.path()).env("AGENTFS_HTTP_PORT", env.port.to_string());
+    let mut p = Proc::spawn(harness);
+    assert!(p.wait(Duration::from_secs(120)).success(), "{}", p.output());
+    serde_json::from_str(p.stdout().lines().last().unwrap()).unwrap()
+}
