@@ -11,7 +11,6 @@
 //! the keychain label, see `trust_macos`), and removed by that name only: another program's
 //! CA, or another agentfs home's, is never touched.
 
-use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
@@ -197,11 +196,12 @@ pub fn is_root() -> bool {
 
 /// `name` on `PATH`, or in the system directories root's tools live in
 /// (`update-ca-certificates` is in /usr/sbin, outside most users' PATH).
+#[cfg(not(target_os = "macos"))]
 pub fn tool(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
     dirs.extend(["/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(PathBuf::from));
-    crate::program::which(OsStr::new(name), std::env::join_paths(dirs).ok().as_deref())
+    crate::program::which(std::ffi::OsStr::new(name), std::env::join_paths(dirs).ok().as_deref())
 }
 
 /// Runs a store tool to completion; its stdout, or an error with the

@@ -36,6 +36,7 @@ pub fn bind(fd: c_int, port: u16) {
 pub fn bind(_fd: c_int, _port: u16) {}
 
 /// `agentfs-port.<port>.<ino>` into `buf`; returns its length.
+#[cfg(any(target_os = "linux", test))]
 fn format_name(buf: &mut [u8; 64], port: u16, ino: u64) -> usize {
     use std::io::Write;
     let mut cur = std::io::Cursor::new(&mut buf[..]);

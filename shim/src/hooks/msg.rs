@@ -39,6 +39,8 @@ fn send_with(
     flags: c_int,
     send: impl Fn(bool, c_int) -> ssize_t,
 ) -> Outcome<ssize_t> {
+    #[cfg(not(target_os = "linux"))]
+    let _ = len; // only Linux tracks a write after the peer left
     #[cfg(target_os = "linux")]
     if let Some(st) = crate::peerreset::live_connection(fd) {
         return Outcome::Done(crate::peerreset::on_live(fd, st, len, flags, |f| send(false, f)));

@@ -155,6 +155,8 @@ fn is_domain_query(_level: c_int, _name: c_int, _value: Option<c_int>) -> bool {
 
 /// The answer for a converted socket, or `None` to let the kernel answer.
 fn answer(fd: c_int, st: FdState, level: c_int, name: c_int, out: &OptOut) -> Option<Outcome> {
+    #[cfg(not(target_os = "linux"))]
+    let _ = fd; // TCP_INFO is answered from the descriptor on Linux only
     #[cfg(target_os = "linux")]
     if (level, name) == (libc::IPPROTO_TCP, libc::TCP_INFO) {
         return tcp_info(fd, st, out);
