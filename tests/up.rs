@@ -7,6 +7,8 @@
 mod support;
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -105,13 +107,13 @@ fn up_returns_with_the_url_logs_requests_and_down_leaves_nothing() {
 
 /// A server that answers `/die` and then exits 1.
 const ONCE: &str = r#"
-import http.server, sys
+import http.server, os
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         self.send_response(200); self.send_header("Content-Length", "3"); self.end_headers(); self.wfile.write(b"ok\n")
         if self.path == "/die":
-            print("dying", flush=True); sys.exit(1)
-http.server.HTTPServer(("127.0.0.1", 8000), H).serve_forever()
+            self.wfile.flush(); print("dying", flush=True); os._exit(1)
+http.server.ThreadingHTTPServer(("127.0.0.1", 8000), H).serve_forever()
 "#;
 
 #[test]
@@ -133,12 +135,29 @@ fn on_failure_restarts_a_server_that_exits_and_gives_up_on_one_that_fails_at_onc
     assert_eq!((row["restarts"].clone(), row["last_exit"].clone()), (1.into(), "exit status 1".into()), "{row}");
     assert!(env.run(&["ps"]).stdout.contains("live (1 restart)"));
 
-    // `agentfs restart` starts it again at once and prints the URL.
+    // `agentfs restart` starts it again at once and prints the URL; a client
+    // polling meanwhile sees no error (the router holds its requests).
+    let polling = Arc::new(AtomicBool::new(true));
+    let poller =
+        {
+            let (polling, port) = (polling.clone(), env.port);
+            std::thread::spawn(move || {
+                let mut statuses = Vec::new();
+                while polling.load(Ordering::SeqCst) {
+                    statuses.push(get_tcp(port, "a.once.localhost", "/", &[]).map_or((0, String::new()), |r| {
+                        (r.status, if r.status == 200 { String::new() } else { r.body })
+                    }));
+                }
+                statuses
+            })
+        };
     let again = run_in(&env, dir.path(), &["restart", "a.once"], &[]);
-    assert_eq!(
-        (again.code, again.stdout.trim_end()),
-        (Some(0), format!("http://a.once.localhost:{}", env.port).as_str())
-    );
+    std::thread::sleep(Duration::from_millis(300));
+    polling.store(false, Ordering::SeqCst);
+    let statuses = poller.join().unwrap();
+    let url = format!("http://a.once.localhost:{}", env.port);
+    assert_eq!((again.code, again.stdout.trim_end()), (Some(0), url.as_str()), "{again:?}");
+    assert!(statuses.len() > 3 && statuses.iter().all(|s| s.0 == 200), "requests during the restart: {statuses:?}");
     assert_eq!(rows_of(&env, "a.once")[0]["restarts"], 2);
     assert_eq!(run_in(&env, dir.path(), &["down", "a.once"], &[]).code, Some(0));
 

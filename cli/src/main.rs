@@ -12,7 +12,7 @@
 //!   `tee` (`wrap --log`: the output also into the instance's log, through a pty at a terminal).
 //! - `ps` (with `crashed`: which instances count as crashed), `url` (one instance's URL, from `ps`'s rows), `route`, `router_ctl`, `doctor` (with `doctor_script`: the static and Go programs a script names) — the other commands.
 //! - `up` — `agentfs up/down/restart`: background instances, each run by a `supervise` process (hidden
-//!   `agentfs supervise`) that restarts it by policy and copies its output to `applog` (the timestamped
+//!   `agentfs supervise`) that restarts it by policy (`holding` its name in run/ between runs) and copies its output to `applog` (the timestamped
 //!   `logs/<app>.<instance>.log`, a `rotating_log`); `logs` reads it.
 //! - `mcp` — `agentfs mcp`: the MCP server on stdio; each tool runs the command it stands for.
 //! - `trust` — `agentfs trust [--status|--remove]`: the local CA in the user's stores (`trust_nss`: NSS databases
@@ -27,6 +27,7 @@ mod doctor;
 mod doctor_macos;
 mod doctor_script;
 mod front;
+mod holding;
 mod identity;
 mod intercept;
 mod launch;

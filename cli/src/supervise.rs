@@ -10,6 +10,7 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::os::fd::OwnedFd;
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,7 +25,7 @@ use agentfs_registry::{Home, liveness, scan};
 
 use crate::args::UpArgs;
 use crate::rotating_log::RotatingLog;
-use crate::{applog, identity, sys, tree};
+use crate::{applog, holding, identity, sys, tree};
 
 /// The first delay before a restart; it doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
@@ -59,8 +60,8 @@ pub fn run(args: UpArgs) -> Result<ExitCode> {
     };
     let (reader, writer) = rustix::pipe::pipe().context("cannot make a pipe")?;
     let flags = Flags::install()?;
-    let mut sup =
-        Supervisor { home, args, rec, log: None, reader: Some(reader), writer, flags, failures: VecDeque::new() };
+    let failures = VecDeque::new();
+    let mut sup = Supervisor { home, args, rec, log: None, reader: Some(reader), writer, flags, failures, held: None };
     if let Err(why) = sup.open_log() {
         return Ok(sup.fail(why));
     }
@@ -80,6 +81,8 @@ struct Supervisor {
     flags: Flags,
     /// When the command failed, within the restart window.
     failures: VecDeque<Instant>,
+    /// The record that holds the instance between runs (see `holding`).
+    held: Option<PathBuf>,
 }
 
 /// How a run of the wrapper ended.
@@ -102,11 +105,9 @@ impl Supervisor {
             self.rec.phase = Phase::Running;
             self.rec.run_started_at_ms = liveness::now_ms();
             self.save();
-            if self.rec.restarts == 0 {
-                if let Err(why) = self.confirm_instance(&mut child) {
-                    self.stop_child(&mut child);
-                    return self.fail(why);
-                }
+            if let Err(why) = self.confirm_instance(&mut child) {
+                self.stop_child(&mut child);
+                return self.fail(why);
             }
             let end = self.wait(&mut child);
             self.rec.wrapper_pid = None;
@@ -130,6 +131,7 @@ impl Supervisor {
         let exit = describe(status);
         self.rec.last_exit = Some(exit.clone());
         if self.rec.restart == Restart::No || status.success() {
+            holding::release(&mut self.held);
             self.rec.phase = Phase::Exited;
             self.note(&format!("the command ended ({exit})"));
             self.save();
@@ -149,6 +151,7 @@ impl Supervisor {
         let delay = FIRST_BACKOFF.saturating_mul(1 << self.failures.len()).min(MAX_BACKOFF);
         self.failures.push_back(Instant::now());
         self.rec.phase = Phase::Backoff;
+        self.held = holding::hold(&self.home, &self.rec);
         self.note(&format!("the command failed ({exit}); restarting in {} ms", delay.as_millis()));
         self.save();
         let until = Instant::now() + delay;
@@ -183,6 +186,7 @@ impl Supervisor {
         cmd.arg("--").args(&self.args.command);
         let out = self.writer.try_clone()?;
         cmd.stdin(Stdio::null()).stdout(Stdio::from(out.try_clone()?)).stderr(Stdio::from(out));
+        cmd.env(agentfs_registry::env::SUPERVISOR_PID, self.rec.pid.to_string());
         sys::terminate_with_parent(&mut cmd);
         Ok(cmd.spawn()?)
     }
@@ -215,12 +219,14 @@ impl Supervisor {
 
     /// The instance is the one `wrap` claimed in its record (a `wrap`
     /// started at the same time may have taken the name this supervisor
-    /// expected, and this one got `<id>-2`).
+    /// expected, and this one got `<id>-2`); that record replaces the one
+    /// that held the instance between runs.
     fn confirm_instance(&mut self, child: &mut Child) -> Result<(), String> {
         let deadline = Instant::now() + CLAIM_TIMEOUT;
         loop {
             let snap = scan::scan(&self.home.run_dir()).map_err(|e| format!("cannot read run/: {e}"))?;
             if let Some(w) = snap.wrappers.iter().find(|w| w.wrapper_pid == child.id()) {
+                holding::release(&mut self.held);
                 if self.rec.instance.as_ref() != Some(&w.instance) {
                     self.rec.instance = Some(w.instance.clone());
                     self.open_log()?;
@@ -232,6 +238,7 @@ impl Supervisor {
                 return Err(format!("agentfs wrap did not start within {CLAIM_TIMEOUT:?}"));
             }
             if let Ok(Some(_)) = child.try_wait() {
+                holding::release(&mut self.held);
                 return Ok(());
             }
             std::thread::sleep(TICK);
@@ -250,6 +257,8 @@ impl Supervisor {
                 return End::Stopped;
             }
             if self.flags.hup.swap(false, Ordering::SeqCst) {
+                self.held = holding::hold(&self.home, &self.rec);
+                holding::unlist(&self.home, &self.rec, child.id());
                 self.stop_child(child);
                 return End::Restart;
             }
@@ -273,12 +282,14 @@ impl Supervisor {
     }
 
     fn stopped(&mut self) -> ExitCode {
+        holding::release(&mut self.held);
         self.note("stopped (agentfs down)");
         let _ = service::remove(&self.home, &self.rec);
         ExitCode::SUCCESS
     }
 
     fn fail(&mut self, why: String) -> ExitCode {
+        holding::release(&mut self.held);
         self.note(&why);
         self.rec.phase = Phase::Failed;
         self.rec.reason = Some(why);

@@ -204,7 +204,11 @@ fn claim_instance(
     for note in reap::sweep(&run).with_context(|| format!("cannot sweep {}", run.display()))? {
         eprintln!("agentfs: {note}");
     }
-    let snapshot = scan::scan(&home.run_dir()).with_context(|| format!("cannot read {}", home.run_dir().display()))?;
+    let mut snapshot =
+        scan::scan(&home.run_dir()).with_context(|| format!("cannot read {}", home.run_dir().display()))?;
+    if let Some(supervisor) = std::env::var(env::SUPERVISOR_PID).ok().and_then(|p| p.parse::<u32>().ok()) {
+        snapshot.wrappers.retain(|w| w.wrapper_pid != supervisor);
+    }
     let instance = if args.replica { wanted.clone() } else { identity::unique_instance(app, wanted, &snapshot) };
     let record = WrapperRecord {
         v: VERSION,
@@ -269,7 +273,9 @@ fn command(
             vars.push((env::STATIC_PORT.into(), watch::free_loopback_port()?.to_string().into()));
         }
     }
-    Ok(launch::command(&args.command, vars, args.debug))
+    let mut cmd = launch::command(&args.command, vars, args.debug);
+    cmd.env_remove(env::SUPERVISOR_PID);
+    Ok(cmd)
 }
 
 /// Node's variable for extra roots (one file; it cannot be a list).

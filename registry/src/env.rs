@@ -46,6 +46,10 @@ pub const SECCOMP: &str = "AGENTFS_SECCOMP";
 /// Seconds between SIGTERM and SIGKILL when a wrapped process tree is
 /// stopped (default 5).
 pub const STOP_TIMEOUT_SECS: &str = "AGENTFS_STOP_TIMEOUT_SECS";
+/// Set by a background instance's supervisor for the `agentfs wrap` it runs
+/// (not passed on to the command): the supervisor's own record that holds the
+/// instance's name between runs does not make the name taken.
+pub const SUPERVISOR_PID: &str = "AGENTFS_SUPERVISOR_PID";
 
 /// A set of ports given as `3000,8000-8010`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

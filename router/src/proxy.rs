@@ -56,7 +56,7 @@ async fn route(req: Request<Incoming>, cx: Arc<ConnCtx>) -> Response<Body> {
         Resolved::Dashboard(table) => return dashboard::serve(&req, &table, &cx.shared),
         Resolved::Answer(res) => return res,
     };
-    forward(req, &set, cx).await
+    forward(req, set, cx).await
 }
 
 /// Phase 2 on an app's original port (see `original::resolve`).
@@ -88,14 +88,14 @@ enum Step {
 
 /// Phase 2: the route. The waiting is boxed: the common case keeps the
 /// request's future small (it is moved into place once per request).
-async fn resolve(shared: &Shared, host: &Host<'_>, req: &Request<Incoming>) -> Resolved {
+async fn resolve<B>(shared: &Shared, host: &Host<'_>, req: &Request<B>) -> Resolved {
     match lookup(shared, host, req) {
         Step::Done(r) => r,
         Step::Wait { .. } => Box::pin(wait_for_start(shared, host, req)).await,
     }
 }
 
-fn lookup(shared: &Shared, host: &Host<'_>, req: &Request<Incoming>) -> Step {
+fn lookup<B>(shared: &Shared, host: &Host<'_>, req: &Request<B>) -> Step {
     let table = shared.table();
     match table.resolve(host) {
         Lookup::Route(set) => Step::Done(Resolved::Set(set.clone())),
@@ -115,7 +115,7 @@ fn lookup(shared: &Shared, host: &Host<'_>, req: &Request<Incoming>) -> Step {
 
 /// The route, waiting up to `start_wait` while a wrapper runs but its app
 /// has not listened yet.
-async fn wait_for_start(shared: &Shared, host: &Host<'_>, req: &Request<Incoming>) -> Resolved {
+async fn wait_for_start<B>(shared: &Shared, host: &Host<'_>, req: &Request<B>) -> Resolved {
     let mut changes: Option<(tokio::sync::watch::Receiver<u64>, Waiting<'_>)> = None;
     let deadline = tokio::time::Instant::now() + shared.config.start_wait;
     loop {
@@ -156,7 +156,7 @@ impl Drop for Waiting<'_> {
 }
 
 /// Phases 3 and 4: connect to a replica and forward.
-async fn forward(mut req: Request<Incoming>, set: &ReplicaSet, cx: Arc<ConnCtx>) -> Response<Body> {
+async fn forward(mut req: Request<Incoming>, mut set: Arc<ReplicaSet>, cx: Arc<ConnCtx>) -> Response<Body> {
     let hops = headers::hops(req.headers());
     if hops >= headers::MAX_HOPS {
         let message = format!("{} has passed through {hops} routers: a route points back at the router", set.what);
@@ -180,25 +180,56 @@ async fn forward(mut req: Request<Incoming>, set: &ReplicaSet, cx: Arc<ConnCtx>)
     let (parts, body) = req.into_parts();
     let (body, client_fault) = RequestBody::new(body);
     let mut req = Request::from_parts(parts, body);
-    let mut failures: Vec<(String, String)> = Vec::new();
-    for up in set.candidates() {
-        match send(up, req).await {
-            Ok(sent) => return respond(sent, client_upgrade, cx, set, fmt),
-            Err(SendError::Connect(e, back)) => {
-                if let (ConnectError::Gone(_), Some(l)) = (&e, &up.listener) {
-                    crate::discovery::sweep_refused(&cx.shared, l);
+    let mut again = 0;
+    loop {
+        let mut failures: Vec<(String, String)> = Vec::new();
+        let mut vanished = true;
+        for up in set.candidates() {
+            match send(up, req).await {
+                Ok(sent) => return respond(sent, client_upgrade, cx, &set, fmt),
+                Err(SendError::Connect(e, back)) => {
+                    if let (ConnectError::Gone(_), Some(l)) = (&e, &up.listener) {
+                        crate::discovery::sweep_refused(&cx.shared, l);
+                    }
+                    vanished &= matches!(e, ConnectError::Gone(_));
+                    failures.push((up.target.to_string(), e.to_string()));
+                    req = back;
                 }
-                failures.push((up.target.to_string(), e.to_string()));
-                req = back;
-            }
-            Err(SendError::Failed(_)) if client_fault.happened() => return bad_request_body(fmt),
-            Err(SendError::Failed(e)) => {
-                failures.push((up.target.to_string(), format!("the app failed to answer: {e}")));
-                break;
+                Err(SendError::Failed(_)) if client_fault.happened() => return bad_request_body(fmt),
+                Err(SendError::Failed(e)) => {
+                    failures.push((up.target.to_string(), format!("the app failed to answer: {e}")));
+                    return bad_gateway(&set, &failures, fmt);
+                }
             }
         }
+        if !vanished || failures.is_empty() || again == RESOLVE_AGAIN || cx.original.is_some() {
+            return bad_gateway(&set, &failures, fmt);
+        }
+        set = match Box::pin(resolve_again(&cx.shared, &req)).await {
+            Some(Resolved::Set(s)) => s,
+            Some(Resolved::Answer(res)) => return res,
+            Some(Resolved::Dashboard(_)) | None => return bad_gateway(&set, &failures, fmt),
+        };
+        again += 1;
     }
-    bad_gateway(set, &failures, fmt)
+}
+
+/// How many times a request whose every replica vanished is routed again.
+const RESOLVE_AGAIN: usize = 3;
+
+/// Every replica's socket was gone (refused or removed: its app just
+/// stopped, or is being restarted): once the table has caught up, the host
+/// is resolved again — the instance may be restarting (the request is held
+/// as for a start), listen elsewhere or have crashed — and nothing was sent
+/// to any app, so nothing is sent twice.
+/// `None` when the host is now unknown: the 502 naming the sockets tried says more than a 404.
+async fn resolve_again<B>(shared: &Shared, req: &Request<B>) -> Option<Resolved> {
+    shared.rescan().await;
+    let host = Host::of_request(req).ok()?;
+    if matches!(shared.table().resolve(&host), Lookup::Unknown) {
+        return None;
+    }
+    Some(resolve(shared, &host, req).await)
 }
 
 /// Rewrites a client request for the app: origin-form URI, HTTP/1.1, a Host
@@ -320,14 +351,14 @@ fn host_error(e: HostError, fmt: Format) -> Response<Body> {
 }
 
 /// The 404 for an unknown host, listing the routes (`https://` once trusted, as the dashboard does).
-fn not_found(host: &Host<'_>, shared: &Shared, table: &Table, req: &Request<Incoming>) -> Response<Body> {
+fn not_found<B>(host: &Host<'_>, shared: &Shared, table: &Table, req: &Request<B>) -> Response<Body> {
     let message = format!("no running app answers to {}", host.name());
     let routes = shared.routes_view(table);
     Answer { status: StatusCode::NOT_FOUND, title: "unknown host", message, routes: Some(&routes) }
         .render(Format::of(req.headers()))
 }
 
-fn starting(app: &str, instance: Option<String>, wrapper_pid: u32, req: &Request<Incoming>) -> Response<Body> {
+fn starting<B>(app: &str, instance: Option<String>, wrapper_pid: u32, req: &Request<B>) -> Response<Body> {
     let who = instance.map_or_else(|| app.to_owned(), |i| format!("{app} ({i})"));
     let message = format!("{who} is starting (agentfs wrap pid {wrapper_pid}) but has not listened yet; retry soon");
     let mut res = Answer { status: StatusCode::SERVICE_UNAVAILABLE, title: "app starting", message, routes: None }
