@@ -133,7 +133,7 @@ fn on_failure_restarts_a_server_that_exits_and_gives_up_on_one_that_fails_at_onc
     assert!(died.elapsed() < Duration::from_secs(2));
     let row = rows_of(&env, "a.once").remove(0);
     assert_eq!((row["restarts"].clone(), row["last_exit"].clone()), (1.into(), "exit status 1".into()), "{row}");
-    assert!(env.run(&["ps"]).stdout.contains("live (1 restart)"));
+    assert!(env.run(&["ps"]).stdout.contains("live (1 restart, last: exit status 1)"));
 
     // `agentfs restart` starts it again at once and prints the URL; a client
     // polling meanwhile sees no error (the router holds its requests).

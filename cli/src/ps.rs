@@ -277,12 +277,13 @@ fn add_services(home: &Home, rows: &mut Vec<Row>, origin: Origin) {
     }
 }
 
-/// `live`, `live (2 restarts)`.
+/// `live`, `live (2 restarts, last: exit status 1)`.
 fn state_cell(r: &Row) -> Result<String> {
     let state = serde_json::to_value(r.state)?.as_str().unwrap_or_default().to_owned();
+    let last = r.last_exit.as_ref().filter(|_| r.state != State::Exited).map(|e| format!(", last: {e}"));
     Ok(match r.restarts {
-        Some(1) => format!("{state} (1 restart)"),
-        Some(n) if n > 1 => format!("{state} ({n} restarts)"),
+        Some(1) => format!("{state} (1 restart{})", last.unwrap_or_default()),
+        Some(n) if n > 1 => format!("{state} ({n} restarts{})", last.unwrap_or_default()),
         _ => state,
     })
 }

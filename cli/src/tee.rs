@@ -131,9 +131,12 @@ impl Tee {
     }
 
     /// The command runs as process group `pgid`: relay the keys typed at the
-    /// real terminal (now in raw mode) to its pty.
+    /// real terminal (now in raw mode) to its pty — if the wrapper is in
+    /// front there (a job started in the background gets no keys, as it would
+    /// get none without `--log`, and must not change the terminal's modes).
     pub fn started(&mut self, pgid: u32) {
-        if let Some(master) = self.keys.take() {
+        let in_front = sys::foreground_group(0) == Some(sys::own_group_id());
+        if let Some(master) = self.keys.take().filter(|_| in_front) {
             self.raw = RawMode::enter().map(Arc::new);
             relay_keys(master, pgid);
         }

@@ -44,6 +44,9 @@ pub fn up(args: UpArgs) -> Result<ExitCode> {
     let child = spawn_supervisor()?;
     let deadline = Instant::now() + Duration::from_secs(args.wait);
     let rec = first_record(&home, child, deadline)?;
+    if let Some(other) = rec.instance.as_ref().filter(|i| **i != wanted) {
+        eprintln!("agentfs: {app} ({wanted}) is already running; this one is {other}");
+    }
     report(&home, &rec, (0, deadline), args.json)
 }
 
@@ -52,9 +55,9 @@ pub fn up(args: UpArgs) -> Result<ExitCode> {
 fn spawn_supervisor() -> Result<Child> {
     let exe = std::env::current_exe().context("cannot find the agentfs executable")?;
     let mut argv: Vec<OsString> = std::env::args_os().skip(1).collect();
-    match argv.iter().position(|a| a == "up") {
-        Some(i) => argv[i] = service::SUPERVISOR_ARG.into(),
-        None => bail!("cannot find `up` in the command line"),
+    match argv.first_mut() {
+        Some(first) if first == "up" => *first = service::SUPERVISOR_ARG.into(),
+        _ => bail!("cannot find `up` in the command line"),
     }
     let mut cmd = Command::new(exe);
     cmd.args(argv).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
