@@ -164,6 +164,16 @@ pub enum Command {
         apps get NODE_EXTRA_CA_CERTS either way."
     )]
     Trust(TrustArgs),
+    /// Keep the routed *.localhost hosts in a marked block of /etc/hosts, for programs that do not resolve them.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  sudo -E agentfs hosts sync\n  agentfs hosts status\n  sudo -E agentfs hosts clean\n\n\
+        Only the block between `# >>> agentfs` and `# <<< agentfs <<<` is ever changed (lines `127.0.0.1 NAME` and \
+        `::1 NAME`); the file is replaced atomically with its mode and owner, and nothing is written if it changed \
+        meanwhile or would be empty. The file is $AGENTFS_HOSTS_FILE, else /etc/hosts (root's: run with sudo, keeping \
+        your environment so that agentfs finds your routes)."
+    )]
+    Hosts(HostsCommand),
     /// Print shell completions.
     #[command(after_help = "Example:\n  agentfs completions bash > ~/.local/share/bash-completion/completions/agentfs")]
     Completions {
@@ -257,6 +267,20 @@ pub struct TrustArgs {
     /// With --status: print JSON ({"v":1,"ca","stores":[{"what","store","trusted","fix"}],"https"}).
     #[arg(long, requires = "status")]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HostsCommand {
+    /// Write the block: every routed host (instances, apps, static routes).
+    Sync,
+    /// Remove the block.
+    Clean,
+    /// Say whether the block lists exactly the routed hosts (exit 1 if not).
+    Status {
+        /// Print JSON ({"v":1,"file","in_sync","listed","routed"}).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -107,8 +107,8 @@ fn check_resolution() -> Finding {
     }
     bad(
         "*.localhost does not resolve for non-browser programs (browsers and curl ≥ 7.85 resolve it themselves)",
-        "for other clients add exact lines like `127.0.0.1 shop.localhost` to /etc/hosts (no wildcards), \
-         or send the Host header to 127.0.0.1 yourself",
+        "`sudo -E agentfs hosts sync` writes exact lines for every routed host into a marked block of /etc/hosts \
+         (again after new instances; `agentfs hosts clean` removes it), or send the Host header to 127.0.0.1 yourself",
     )
 }
 

@@ -15,6 +15,7 @@
 //!   `agentfs supervise`) that restarts it by policy (`holding` its name in run/ between runs) and copies its output to `applog` (the timestamped
 //!   `logs/<app>.<instance>.log`, a `rotating_log`); `logs` reads it.
 //! - `mcp` — `agentfs mcp`: the MCP server on stdio; each tool runs the command it stands for.
+//! - `hosts` — `agentfs hosts sync|clean|status`: the routed hosts in a marked block of /etc/hosts.
 //! - `trust` — `agentfs trust [--status|--remove]`: the local CA in the user's stores (`trust_nss`: NSS databases
 //!   with certutil, `trust_linux`: those and the distribution's system store; `trust_macos`: the keychains).
 //! - `sys` — the system calls std lacks (kill, setsid, the parent-death signal, tcsetpgrp, child pids).
@@ -28,6 +29,7 @@ mod doctor_macos;
 mod doctor_script;
 mod front;
 mod holding;
+mod hosts;
 mod identity;
 mod intercept;
 mod launch;
@@ -91,6 +93,7 @@ fn main() -> ExitCode {
         Command::Router(r) => router_ctl::run(r),
         Command::Doctor { command, json } => doctor::run(&command, json),
         Command::Trust(t) => trust::run(&t),
+        Command::Hosts(h) => hosts::run(h),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "agentfs", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

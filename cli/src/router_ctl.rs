@@ -125,8 +125,8 @@ pub fn start(home: &Home, p: &PortArg) -> Result<Status> {
     // itself: its own listener would become a Unix socket.
     for (key, _) in std::env::vars_os() {
         let k = key.to_string_lossy();
-        use agentfs_registry::env::{DRAIN_TIMEOUT_SECS, HOME, HTTP_PORT, ORIGINAL_PORTS};
-        let keep = [HTTP_PORT, DRAIN_TIMEOUT_SECS, HOME, ORIGINAL_PORTS];
+        use agentfs_registry::env::{DRAIN_TIMEOUT_SECS, HOME, HOSTS_FILE, HTTP_PORT, ORIGINAL_PORTS, SYNC_HOSTS};
+        let keep = [HTTP_PORT, DRAIN_TIMEOUT_SECS, HOME, ORIGINAL_PORTS, SYNC_HOSTS, HOSTS_FILE];
         if (k.starts_with("AGENTFS_") && !keep.contains(&k.as_ref()))
             || k == "LD_PRELOAD"
             || k == "DYLD_INSERT_LIBRARIES"

@@ -46,6 +46,10 @@ pub const SECCOMP: &str = "AGENTFS_SECCOMP";
 /// Seconds between SIGTERM and SIGKILL when a wrapped process tree is
 /// stopped (default 5).
 pub const STOP_TIMEOUT_SECS: &str = "AGENTFS_STOP_TIMEOUT_SECS";
+/// `1`: the router keeps the hosts file's agentfs block in sync with its routes.
+pub const SYNC_HOSTS: &str = "AGENTFS_SYNC_HOSTS";
+/// The hosts file `agentfs hosts` edits (default `/etc/hosts`; for tests).
+pub const HOSTS_FILE: &str = "AGENTFS_HOSTS_FILE";
 /// Set by a background instance's supervisor for the `agentfs wrap` it runs
 /// (not passed on to the command): the supervisor's own record that holds the
 /// instance's name between runs does not make the name taken.

@@ -26,6 +26,7 @@
 //! - [`scan`] — `run/` → listeners, wrappers, problems; safe removal.
 //! - [`model`] — app → instance → port grouping, default instance, primary port.
 //! - [`service`] — background instances (`agentfs up`): the supervisor's record in `services/`, restart policy.
+//! - [`hosts`] — the marked block of `/etc/hosts` that `agentfs hosts` keeps, changed atomically and alone.
 //! - [`routes`] — static routes in `routes.json`; [`static_target`] — which targets they may have.
 //! - [`launch`] — planning an exec/spawn so the shim survives SIP (`launch_shell`: `sh -c` strings; `launch_probe`: the real file system).
 #![forbid(unsafe_code)]
@@ -39,6 +40,7 @@ pub mod codesign;
 pub mod env;
 pub mod exit;
 pub mod home;
+pub mod hosts;
 pub mod launch;
 pub mod launch_probe;
 pub mod launch_shell;

@@ -163,6 +163,12 @@ pub fn url(host: &str, router_port: u16) -> String {
 
 /// 64-bit FNV-1a: a stable short hash for names that do not fit sun_path and
 /// for the shim's content-addressed install directory. Not cryptographic.
+/// The host of a URL this crate wrote: `http://main.shop.localhost:7355` → `main.shop.localhost`.
+pub fn host_of_url(url: &str) -> Option<&str> {
+    let authority = url.split_once("://")?.1.split('/').next()?;
+    Some(authority.rsplit_once(':').map_or(authority, |(h, _)| h))
+}
+
 pub fn fnv1a64(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in bytes {
@@ -175,6 +181,13 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_of_urls() {
+        assert_eq!(host_of_url("http://3000.main.shop.localhost:7355"), Some("3000.main.shop.localhost"));
+        assert_eq!(host_of_url("https://shop.localhost/"), Some("shop.localhost"));
+        assert_eq!(host_of_url("nonsense"), None);
+    }
 
     #[test]
     fn parse_accepts_only_labels() {

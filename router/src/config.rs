@@ -57,6 +57,8 @@ pub struct Config {
     pub rescan_interval: Duration,
     /// Also listen on loopback on the ports apps converted (see `original`).
     pub original_ports: bool,
+    /// Keep the hosts file's agentfs block in step with the routes (`AGENTFS_SYNC_HOSTS=1`, see `hostsync`).
+    pub sync_hosts: bool,
     pub limits: Limits,
 }
 
@@ -71,6 +73,7 @@ impl Config {
             start_wait: Duration::from_secs(30),
             rescan_interval: Duration::from_secs(5),
             original_ports: true,
+            sync_hosts: false,
             limits: Limits::default(),
         }
     }
@@ -97,6 +100,13 @@ impl Config {
                 "1" => true,
                 "0" => false,
                 _ => return Err(ConfigError::BadSwitch { var: env::ORIGINAL_PORTS, value: v }),
+            };
+        }
+        if let Some(v) = get(env::SYNC_HOSTS).filter(|v| !v.trim().is_empty()) {
+            c.sync_hosts = match v.trim() {
+                "1" => true,
+                "0" => false,
+                _ => return Err(ConfigError::BadSwitch { var: env::SYNC_HOSTS, value: v }),
             };
         }
         Ok(c)

@@ -59,6 +59,7 @@ pub async fn start(shared: Arc<Shared>) -> Discovery {
     let mut memory = Memory::default();
     let watch = DirWatch::start(shared.clone());
     rescan(&shared, &mut memory).await;
+    crate::hostsync::start(&shared);
     Discovery { _task: tokio::spawn(run(shared, memory, watch)) }
 }
 

@@ -25,7 +25,7 @@
 //! single-threaded runtime per CPU), `listen` (addresses),
 //! `limits` (header size/time, connections), `mgmt` (the `router.sock` API),
 //! `original` (listening on the apps' original ports too),
-//! `state` (what the running parts share), `throttle` (backoff and log
+//! `state` (what the running parts share), `hostsync` (the hosts file's block, `AGENTFS_SYNC_HOSTS=1`), `throttle` (backoff and log
 //! limits for failures that repeat), `tls` (HTTPS on the same port: the
 //! first byte tells; certificates from the local CA per SNI).
 #![forbid(unsafe_code)]
@@ -45,6 +45,7 @@ mod dirwatch;
 mod discovery;
 mod headers;
 mod host;
+mod hostsync;
 mod lean;
 mod lifecycle;
 mod limits;
