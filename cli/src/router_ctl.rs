@@ -228,7 +228,8 @@ fn status(home: &Home, json: bool) -> Result<ExitCode> {
         v["v"] = 1.into();
         println!("{v}");
     } else {
-        println!("router: running, pid {}, {} ({})", s.pid, s.url, s.listening.join(", "));
+        let from = if s.sockets == "systemd" { ", sockets passed by systemd" } else { "" };
+        println!("router: running, pid {}, {} ({}{from})", s.pid, s.url, s.listening.join(", "));
         println!("routes: {} apps, {} listeners, {} static", s.apps, s.listeners, s.static_routes);
         println!("home:   {}", s.home.display());
     }

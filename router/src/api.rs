@@ -15,6 +15,10 @@ pub struct Status {
     pub port: u16,
     /// Addresses listened on, e.g. `127.0.0.1:7355`, `[::1]:7355`.
     pub listening: Vec<String>,
+    /// Where those listeners come from: `bound` by the router, or `systemd`
+    /// (inherited by socket activation, `LISTEN_FDS`).
+    #[serde(default = "bound")]
+    pub sockets: String,
     /// `http://localhost[:port]`: the dashboard.
     pub url: String,
     pub home: PathBuf,
@@ -27,6 +31,10 @@ pub struct Status {
     pub waiting_requests: usize,
     /// Bumped on every route-table change.
     pub generation: u64,
+}
+
+fn bound() -> String {
+    "bound".into()
 }
 
 /// `GET /v1/routes` and the dashboard's `/api/routes`.

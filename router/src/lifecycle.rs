@@ -57,10 +57,13 @@ async fn serve_with(
 ) -> Result<(), RouterError> {
     config.home.ensure()?;
     let pid_lock = pidfile::acquire(&config.home)?;
-    let bound = listen::bind(config.http_port(), config.lan)?;
+    let bound = match listen::inherited()? {
+        Some(b) => b,
+        None => listen::bind(config.http_port(), config.lan)?,
+    };
     let mgmt_listener = mgmt::bind(&config.home.router_sock())?;
     let listening = bound.addrs.iter().map(ToString::to_string).collect();
-    let shared = Shared::new(config, bound.port, listening);
+    let shared = Shared::new(config, bound.port, (listening, bound.inherited));
     let discovery = discovery::start(shared.clone()).await;
     let connections = server::start(bound.listeners, &shared, shards).map_err(RouterError::Runtime)?;
     tokio::spawn(mgmt::serve(mgmt_listener, shared.clone()));

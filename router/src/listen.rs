@@ -17,6 +17,39 @@ pub struct Bound {
     pub listeners: Vec<TcpListener>,
     pub port: u16,
     pub addrs: Vec<SocketAddr>,
+    /// Inherited from systemd ([`inherited`]), not bound here.
+    pub inherited: bool,
+}
+
+/// The TCP listeners systemd passed (`LISTEN_PID` is this process,
+/// `LISTEN_FDS` of them from descriptor 3), if it passed any: the router
+/// serves on them instead of binding (`agentfs install`, or
+/// `systemd-socket-activate`). The port of URLs is the first one's. A
+/// passed descriptor that is not a listening TCP socket is an error.
+pub fn inherited() -> Result<Option<Bound>, RouterError> {
+    let mut fds = listenfd::ListenFd::from_env();
+    if fds.len() == 0 {
+        return Ok(None);
+    }
+    let mut bound = Bound { listeners: Vec::new(), port: 0, addrs: Vec::new(), inherited: true };
+    let bad = |i: usize, why: String| RouterError::Listen {
+        port: 0,
+        why: format!("inherited socket {i} (fd {}): {why}", i + 3),
+    };
+    for i in 0..fds.len() {
+        let std = fds.take_tcp_listener(i).map_err(|e| bad(i, e.to_string()))?;
+        let std = std.ok_or_else(|| bad(i, "not a TCP listener".into()))?;
+        std.set_nonblocking(true).map_err(|e| bad(i, e.to_string()))?;
+        let l = TcpListener::from_std(std).map_err(|e| bad(i, e.to_string()))?;
+        let addr = l.local_addr().map_err(|e| bad(i, e.to_string()))?;
+        if bound.port == 0 {
+            bound.port = addr.port();
+        }
+        bound.addrs.push(addr);
+        bound.listeners.push(l);
+    }
+    tracing::info!(sockets = bound.listeners.len(), "serving on the sockets systemd passed");
+    Ok(Some(bound))
 }
 
 /// With port 0, how often to pick a new port when the other family's half
@@ -42,7 +75,7 @@ pub fn bind(port: u16, lan: bool) -> Result<Bound, RouterError> {
 }
 
 fn bind_all(ips: &[IpAddr], port: u16) -> Result<Bound, RouterError> {
-    let mut bound = Bound { listeners: Vec::new(), port, addrs: Vec::new() };
+    let mut bound = Bound { listeners: Vec::new(), port, addrs: Vec::new(), inherited: false };
     let mut missing = Vec::new();
     for &ip in ips {
         let addr = SocketAddr::new(ip, bound.port);

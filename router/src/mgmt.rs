@@ -141,6 +141,7 @@ fn status(shared: &Shared) -> Status {
         version: env!("CARGO_PKG_VERSION").into(),
         port: shared.port,
         listening: shared.listening.clone(),
+        sockets: if shared.inherited { "systemd" } else { "bound" }.into(),
         url: url("localhost", shared.port),
         home: shared.config.home.root().to_owned(),
         started_at_ms: shared.started_at_ms,

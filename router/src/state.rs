@@ -19,6 +19,8 @@ pub struct Shared {
     pub port: u16,
     /// Addresses listened on.
     pub listening: Vec<String>,
+    /// The listeners were inherited (socket activation), not bound here.
+    pub inherited: bool,
     pub started_at_ms: u64,
     table: ArcSwap<Table>,
     generation: watch::Sender<u64>,
@@ -35,11 +37,12 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(config: Config, port: u16, listening: Vec<String>) -> Arc<Shared> {
+    pub fn new(config: Config, port: u16, (listening, inherited): (Vec<String>, bool)) -> Arc<Shared> {
         Arc::new(Shared {
             config,
             port,
             listening,
+            inherited,
             started_at_ms: agentfs_registry::liveness::now_ms(),
             table: ArcSwap::from_pointee(Table::empty(port)),
             generation: watch::Sender::new(0),
