@@ -297,3 +297,49 @@ fn every_state_command_prints_versioned_json() {
     let bare = env.run(&["trust", "--json"]);
     assert_eq!(bare.code, Some(2), "--json needs --status: {bare:?}");
 }
+
+/// `agentfs install --dry-run` prints the exact units it would write (user
+/// units for unprivileged ports, system units otherwise) and changes
+/// nothing; the macOS LaunchAgent (a golden file, checked by the unit tests)
+/// is a plist that Python's plistlib reads, with loopback sockets only.
+#[test]
+fn install_dry_run_prints_the_units_and_writes_nothing() {
+    let env = Env::new("install");
+    let dir = TempDir::new("installhome");
+    let run = |args: &[&str]| {
+        let mut c = env.agentfs(args);
+        c.env("HOME", dir.path());
+        let mut p = Proc::spawn(c);
+        let status = p.wait(Duration::from_secs(30));
+        Finished { code: status.code(), stdout: p.stdout(), stderr: p.stderr() }
+    };
+    let r = run(&["install", "--dry-run", "--ports", "8080,8443"]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    let user = dir.path().join(".config/systemd/user");
+    assert!(r.stdout.contains(&format!("# would write {}/agentfs-router.socket\n", user.display())), "{r:?}");
+    for line in ["ListenStream=127.0.0.1:8080", "ListenStream=[::1]:8443", "BindIPv6Only=ipv6-only"] {
+        assert!(r.stdout.contains(line), "{line}: {r:?}");
+    }
+    assert!(r.stdout.contains(&format!("ExecStart={} router run --log-file", agentfs())), "{r:?}");
+    assert!(r.stdout.contains("# would run: systemctl --user enable --now agentfs-router.socket"), "{r:?}");
+    assert!(!dir.path().join(".config").exists(), "a dry run writes nothing");
+    let undo = run(&["uninstall", "--dry-run", "--ports", "8080"]);
+    assert!(undo.stdout.contains("# would run: systemctl --user disable --now agentfs-router.socket"), "{undo:?}");
+
+    let start: u32 =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap().trim().parse().unwrap();
+    if start > 80 {
+        // Not a dry run: with a privileged port and no --system it prints and refuses.
+        let low = run(&["install", "--ports", "80"]);
+        assert_eq!(low.code, Some(1), "{low:?}");
+        assert!(low.stdout.contains("# would write /etc/systemd/system/agentfs-router.service"), "{low:?}");
+        assert!(low.stdout.contains("\nUser="), "the system service runs as the user: {low:?}");
+        assert!(low.stderr.contains("--system") && low.stderr.lines().count() == 1, "{low:?}");
+    }
+    let plist = fixture("golden/dev.agentfs.router.plist");
+    let check = "import plistlib, sys; p = plistlib.load(open(sys.argv[1], 'rb')); \
+        nodes = [s['SockNodeName'] for g in p['Sockets'].values() for s in g]; \
+        assert sorted(set(nodes)) == ['127.0.0.1', '::1'], nodes; assert p['RunAtLoad'] is True; print('ok')";
+    let out = Command::new("python3").args(["-c", check]).arg(&plist).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n", "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -174,6 +174,18 @@ pub enum Command {
         your environment so that agentfs finds your routes)."
     )]
     Hosts(HostsCommand),
+    /// Have the system start the router with its sockets already bound on loopback (no port in URLs, no root).
+    #[command(
+        after_help = "Examples:\n  agentfs install --dry-run              # print the units/plist and commands, change nothing\n  \
+        sudo -E agentfs install --system      # Linux, ports below net.ipv4.ip_unprivileged_port_start\n\n\
+        Linux: systemd user units (~/.config/systemd/user/agentfs-router.{socket,service}) when every port is at least \
+        net.ipv4.ip_unprivileged_port_start, else system units (/etc/systemd/system, with --system as root) whose \
+        socket hands 127.0.0.1 and [::1] to a router running as you. macOS: a LaunchAgent \
+        (~/Library/LaunchAgents/dev.agentfs.router.plist) — only --dry-run there for now."
+    )]
+    Install(InstallArgs),
+    /// Undo `agentfs install` (same flags).
+    Uninstall(InstallArgs),
     /// Print shell completions.
     #[command(after_help = "Example:\n  agentfs completions bash > ~/.local/share/bash-completion/completions/agentfs")]
     Completions {
@@ -248,6 +260,19 @@ fn parse_restart(s: &str) -> Result<agentfs_registry::service::Restart, String> 
         "on-failure" => Ok(Restart::OnFailure),
         _ => Err(format!("{s:?} is not a restart policy; use no or on-failure")),
     }
+}
+
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// The ports the system holds for the router (the first for http, a second for https; the router speaks both on each).
+    #[arg(long, value_name = "P,P", value_delimiter = ',', default_value = "80,443")]
+    pub ports: Vec<u16>,
+    /// Print what would be written and run; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Linux: system units in /etc/systemd/system (as root), the router running as you.
+    #[arg(long)]
+    pub system: bool,
 }
 
 #[derive(Debug, Args)]

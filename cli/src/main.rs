@@ -15,6 +15,7 @@
 //!   `agentfs supervise`) that restarts it by policy (`holding` its name in run/ between runs) and copies its output to `applog` (the timestamped
 //!   `logs/<app>.<instance>.log`, a `rotating_log`); `logs` reads it.
 //! - `mcp` — `agentfs mcp`: the MCP server on stdio; each tool runs the command it stands for.
+//! - `install` — `agentfs install/uninstall`: systemd units or a LaunchAgent that start the router with its sockets.
 //! - `hosts` — `agentfs hosts sync|clean|status`: the routed hosts in a marked block of /etc/hosts.
 //! - `trust` — `agentfs trust [--status|--remove]`: the local CA in the user's stores (`trust_nss`: NSS databases
 //!   with certutil, `trust_linux`: those and the distribution's system store; `trust_macos`: the keychains).
@@ -31,6 +32,7 @@ mod front;
 mod holding;
 mod hosts;
 mod identity;
+mod install;
 mod intercept;
 mod launch;
 mod live_record;
@@ -78,6 +80,9 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e),
     };
+    if prints_only(&cli.command) {
+        sys::default_sigpipe();
+    }
     let result = match cli.command {
         Command::Wrap(w) => wrap::run(w),
         Command::Up(u) => up::up(u),
@@ -94,6 +99,8 @@ fn main() -> ExitCode {
         Command::Doctor { command, json } => doctor::run(&command, json),
         Command::Trust(t) => trust::run(&t),
         Command::Hosts(h) => hosts::run(h),
+        Command::Install(i) => install::run(&i, false),
+        Command::Uninstall(i) => install::run(&i, true),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "agentfs", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
@@ -103,6 +110,23 @@ fn main() -> ExitCode {
         eprintln!("agentfs: {}", one_line(&error_text(&e)));
         ExitCode::FAILURE
     })
+}
+
+/// Commands that only print (no server, no process tree): a closed pipe ends them quietly.
+fn prints_only(cmd: &Command) -> bool {
+    use args::RouterCommand;
+    matches!(
+        cmd,
+        Command::Ps { .. }
+            | Command::Url { .. }
+            | Command::Logs { .. }
+            | Command::Doctor { .. }
+            | Command::Install(_)
+            | Command::Uninstall(_)
+            | Command::Hosts(_)
+            | Command::Completions { .. }
+            | Command::Router(RouterCommand::Status { .. })
+    )
 }
 
 /// The error and its causes, each cause once: errors that already show

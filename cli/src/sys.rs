@@ -139,6 +139,17 @@ pub fn kill(pid: u32, signal: i32) -> bool {
     unsafe { libc::kill(pid, signal) == 0 }
 }
 
+/// Restores SIGPIPE's default action (Rust ignores it), so that a command
+/// printing into a closed pipe (`agentfs ps | head -1`) ends quietly as
+/// other tools do instead of failing on the write. Only for commands that
+/// print and hold nothing: a router or a wrapper must not die of a peer
+/// that left.
+pub fn default_sigpipe() {
+    // SAFETY: signal(2) with SIG_DFL installs no handler; it changes only this
+    // process's disposition of SIGPIPE.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+}
+
 /// Stops this process with `signal` (a job-control stop) until SIGCONT.
 pub fn stop_self(signal: i32) {
     // SAFETY: raise(3) has no memory-safety preconditions.
