@@ -69,8 +69,19 @@ fn wait_gone(what: &str, pids: &[u32], deadline: Instant) {
 fn assert_all_gone(env: &Env, tree: &[u32], host: &str, sent: Instant) {
     let deadline = sent + Duration::from_secs(GRACE_SECS + 1);
     wait_gone("the tree", tree, deadline);
-    let left = deadline.saturating_duration_since(Instant::now());
-    wait_for("run/ to be empty", left, || env.home.run_files().is_empty().then_some(()));
+    while !env.home.run_files().is_empty() {
+        if Instant::now() > deadline {
+            let log = std::fs::read_to_string(env.home.path().join("logs/router.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            panic!(
+                "run/ not empty {:?} after the signal to {host}'s wrapper: {:?}\nrouter log, newest first:\n{}",
+                sent.elapsed(),
+                env.home.run_files(),
+                tail.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
     assert_eq!(env.get(host, "/").unwrap().status, 404, "{host} is no longer routed");
 }
 

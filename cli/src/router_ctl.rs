@@ -86,6 +86,11 @@ fn check_port(s: &Status, wanted: Option<u16>) -> Result<()> {
 
 fn foreground(home: Home, r: RunArgs) -> Result<ExitCode> {
     let mut config = Config::from_env(home)?;
+    #[cfg(target_vendor = "apple")]
+    {
+        let passed = crate::sys::launchd_sockets(&["http", "https"]).context("cannot take launchd's sockets")?;
+        config.passed = agentfs_router::config::Passed::new(passed);
+    }
     if r.port.port.is_some() {
         config.port = r.port.port;
     }
@@ -228,7 +233,7 @@ fn status(home: &Home, json: bool) -> Result<ExitCode> {
         v["v"] = 1.into();
         println!("{v}");
     } else {
-        let from = if s.sockets == "systemd" { ", sockets passed by systemd" } else { "" };
+        let from = if s.sockets == "bound" { String::new() } else { format!(", sockets passed by {}", s.sockets) };
         println!("router: running, pid {}, {} ({}{from})", s.pid, s.url, s.listening.join(", "));
         println!("routes: {} apps, {} listeners, {} static", s.apps, s.listeners, s.static_routes);
         println!("home:   {}", s.home.display());

@@ -168,3 +168,40 @@ pub fn child_pids(pid: u32) -> Vec<u32> {
     buf.truncate(usize::try_from(n).unwrap_or(0).min(buf.len()));
     buf.into_iter().filter_map(|p| u32::try_from(p).ok()).filter(|&p| p > 0).collect()
 }
+
+/// macOS: the listening sockets launchd holds for this job under each of
+/// `names` (the LaunchAgent's `Sockets`, see `install`), through
+/// `launch_activate_socket(3)`; none when the process is not a launchd job
+/// (`ESRCH`) or has no socket of that name (`ENOENT`).
+#[cfg(target_vendor = "apple")]
+pub fn launchd_sockets(names: &[&str]) -> std::io::Result<Vec<std::net::TcpListener>> {
+    use std::os::fd::FromRawFd;
+    unsafe extern "C" {
+        fn launch_activate_socket(
+            name: *const libc::c_char,
+            fds: *mut *mut libc::c_int,
+            cnt: *mut libc::size_t,
+        ) -> libc::c_int;
+    }
+    let mut out = Vec::new();
+    for name in names {
+        let name = std::ffi::CString::new(*name)?;
+        let (mut fds, mut cnt): (*mut libc::c_int, libc::size_t) = (std::ptr::null_mut(), 0);
+        // SAFETY: `name` is a NUL-terminated string that outlives the call;
+        // `fds` and `cnt` are valid out-pointers; launchd allocates the array.
+        let err = unsafe { launch_activate_socket(name.as_ptr(), &mut fds, &mut cnt) };
+        match err {
+            0 => {}
+            libc::ESRCH | libc::ENOENT => continue,
+            e => return Err(std::io::Error::from_raw_os_error(e)),
+        }
+        for i in 0..cnt {
+            // SAFETY: launchd returned `cnt` descriptors in `fds`; each is a
+            // listening socket now owned by this process, taken exactly once.
+            out.push(unsafe { std::net::TcpListener::from_raw_fd(*fds.add(i)) });
+        }
+        // SAFETY: the array was allocated by launchd with malloc(3) for the caller to free.
+        unsafe { libc::free(fds.cast()) };
+    }
+    Ok(out)
+}

@@ -15,8 +15,8 @@ pub struct Status {
     pub port: u16,
     /// Addresses listened on, e.g. `127.0.0.1:7355`, `[::1]:7355`.
     pub listening: Vec<String>,
-    /// Where those listeners come from: `bound` by the router, or `systemd`
-    /// (inherited by socket activation, `LISTEN_FDS`).
+    /// Where those listeners come from: `bound` by the router, `systemd`
+    /// (socket activation, `LISTEN_FDS`) or `launchd` (`launch_activate_socket`).
     #[serde(default = "bound")]
     pub sockets: String,
     /// `http://localhost[:port]`: the dashboard.

@@ -59,7 +59,25 @@ pub struct Config {
     pub original_ports: bool,
     /// Keep the hosts file's agentfs block in step with the routes (`AGENTFS_SYNC_HOSTS=1`, see `hostsync`).
     pub sync_hosts: bool,
+    /// Listening sockets the caller was handed (macOS: launchd's, taken by
+    /// the CLI with `launch_activate_socket`); served instead of binding.
+    pub passed: Passed,
     pub limits: Limits,
+}
+
+/// Listening sockets handed to the router, taken once by whoever serves.
+#[derive(Clone, Debug, Default)]
+pub struct Passed(std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpListener>>>);
+
+impl Passed {
+    pub fn new(listeners: Vec<std::net::TcpListener>) -> Passed {
+        Passed(std::sync::Arc::new(std::sync::Mutex::new(listeners)))
+    }
+
+    /// The listeners, leaving none behind.
+    pub fn take(&self) -> Vec<std::net::TcpListener> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 impl Config {
@@ -74,6 +92,7 @@ impl Config {
             rescan_interval: Duration::from_secs(5),
             original_ports: true,
             sync_hosts: false,
+            passed: Passed::default(),
             limits: Limits::default(),
         }
     }

@@ -57,7 +57,7 @@ async fn serve_with(
 ) -> Result<(), RouterError> {
     config.home.ensure()?;
     let pid_lock = pidfile::acquire(&config.home)?;
-    let bound = match listen::inherited()? {
+    let bound = match listen::inherited(config.passed.take())? {
         Some(b) => b,
         None => listen::bind(config.http_port(), config.lan)?,
     };

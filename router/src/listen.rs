@@ -21,23 +21,25 @@ pub struct Bound {
     pub inherited: bool,
 }
 
-/// The TCP listeners systemd passed (`LISTEN_PID` is this process,
-/// `LISTEN_FDS` of them from descriptor 3), if it passed any: the router
+/// The TCP listeners the caller was handed (`passed`: launchd's, see
+/// `Config::passed`), else those systemd passed (`LISTEN_PID` is this
+/// process, `LISTEN_FDS` of them from descriptor 3), if any: the router
 /// serves on them instead of binding (`agentfs install`, or
 /// `systemd-socket-activate`). The port of URLs is the first one's. A
 /// passed descriptor that is not a listening TCP socket is an error.
-pub fn inherited() -> Result<Option<Bound>, RouterError> {
+pub fn inherited(passed: Vec<std::net::TcpListener>) -> Result<Option<Bound>, RouterError> {
     let mut fds = listenfd::ListenFd::from_env();
-    if fds.len() == 0 {
+    let all: Vec<io::Result<Option<std::net::TcpListener>>> = match passed.is_empty() {
+        false => passed.into_iter().map(|l| Ok(Some(l))).collect(),
+        true => (0..fds.len()).map(|i| fds.take_tcp_listener(i)).collect(),
+    };
+    if all.is_empty() {
         return Ok(None);
     }
     let mut bound = Bound { listeners: Vec::new(), port: 0, addrs: Vec::new(), inherited: true };
-    let bad = |i: usize, why: String| RouterError::Listen {
-        port: 0,
-        why: format!("inherited socket {i} (fd {}): {why}", i + 3),
-    };
-    for i in 0..fds.len() {
-        let std = fds.take_tcp_listener(i).map_err(|e| bad(i, e.to_string()))?;
+    let bad = |i: usize, why: String| RouterError::Listen { port: 0, why: format!("passed socket {i}: {why}") };
+    for (i, std) in all.into_iter().enumerate() {
+        let std = std.map_err(|e| bad(i, e.to_string()))?;
         let std = std.ok_or_else(|| bad(i, "not a TCP listener".into()))?;
         std.set_nonblocking(true).map_err(|e| bad(i, e.to_string()))?;
         let l = TcpListener::from_std(std).map_err(|e| bad(i, e.to_string()))?;
@@ -48,7 +50,7 @@ pub fn inherited() -> Result<Option<Bound>, RouterError> {
         bound.addrs.push(addr);
         bound.listeners.push(l);
     }
-    tracing::info!(sockets = bound.listeners.len(), "serving on the sockets systemd passed");
+    tracing::info!(sockets = bound.listeners.len(), "serving on the sockets it was passed");
     Ok(Some(bound))
 }
 

@@ -141,7 +141,12 @@ fn status(shared: &Shared) -> Status {
         version: env!("CARGO_PKG_VERSION").into(),
         port: shared.port,
         listening: shared.listening.clone(),
-        sockets: if shared.inherited { "systemd" } else { "bound" }.into(),
+        sockets: match (shared.inherited, cfg!(target_vendor = "apple")) {
+            (false, _) => "bound",
+            (true, false) => "systemd",
+            (true, true) => "launchd",
+        }
+        .into(),
         url: url("localhost", shared.port),
         home: shared.config.home.root().to_owned(),
         started_at_ms: shared.started_at_ms,
