@@ -48,6 +48,8 @@ fn the_router_serves_on_the_sockets_systemd_passes_and_keeps_its_routes_across_a
             "round {round}: {status}"
         );
         assert!(env.run(&["router", "status"]).stdout.contains("sockets passed by systemd"));
+        let doctor = env.run(&["doctor"]).stdout;
+        assert!(doctor.contains("on sockets passed by systemd)"), "doctor says how the router runs: {doctor}");
         router.signal(libc::SIGTERM);
         let exit = router.wait(Duration::from_secs(20));
         assert!(exit.success(), "SIGTERM drains and exits 0: {exit:?}\n{}", router.output());

@@ -90,10 +90,20 @@ fn check_shim(home: &Home) -> Finding {
 
 fn check_router(home: &Home) -> Finding {
     match router_ctl::running(home) {
-        Ok(Some(s)) => ok(format!("router running: {} (pid {})", s.url, s.pid)),
-        Ok(None) => match router_ctl::configured_port(home) {
-            Ok(port) => ok(format!("router not running; `agentfs wrap` starts it on port {port}")),
-            Err(e) => bad(format!("router configuration: {e:#}"), "fix AGENTFS_HTTP_PORT"),
+        Ok(Some(s)) => {
+            let how = match s.sockets.as_str() {
+                "bound" => "started by agentfs".to_owned(),
+                by => format!("on sockets passed by {by}"),
+            };
+            ok(format!("router running: {} (pid {}, {how})", s.url, s.pid))
+        }
+        Ok(None) => match (crate::install::installed(), router_ctl::configured_port(home)) {
+            (Some(unit), _) => ok(format!(
+                "router not running; installed ({}): the system starts it at the first request",
+                unit.display()
+            )),
+            (None, Ok(port)) => ok(format!("router not running; `agentfs wrap` starts it on port {port}")),
+            (None, Err(e)) => bad(format!("router configuration: {e:#}"), "fix AGENTFS_HTTP_PORT"),
         },
         Err(e) => bad(format!("router: {e:#}"), "run `agentfs router stop` and start it again"),
     }

@@ -99,6 +99,18 @@ fn files(plan: &Plan, system: bool) -> (Vec<Unit>, Vec<Vec<String>>, bool) {
     (units, vec![cmd(&["daemon-reload"]), cmd(&["enable", "--now", &format!("{NAME}.socket")])], !user_units)
 }
 
+/// The unit or LaunchAgent `agentfs install` wrote, if one is there.
+pub fn installed() -> Option<PathBuf> {
+    let home = user_home();
+    [
+        home.join("Library/LaunchAgents").join(format!("{LABEL}.plist")),
+        home.join(".config/systemd/user").join(format!("{NAME}.socket")),
+        PathBuf::from("/etc/systemd/system").join(format!("{NAME}.socket")),
+    ]
+    .into_iter()
+    .find(|p| p.exists())
+}
+
 fn list(ports: &[u16]) -> String {
     ports.iter().map(u16::to_string).collect::<Vec<_>>().join(",")
 }
