@@ -227,10 +227,8 @@ mod tests {
     #[test]
     fn each_line_is_stamped_and_a_partial_one_written_after_a_pause() {
         use std::io::Write;
-        let dir = std::env::temp_dir().join(format!("agentfs-applog-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("a.log");
+        let dir = agentfs_registry::testutil::TempDir::new("applog");
+        let path = dir.path().join("a.log");
         let log = RotatingLog::open(path.clone(), 1 << 20).unwrap();
         let (r, w) = rustix::pipe::pipe().unwrap();
         let mut w = File::from(w);
@@ -248,6 +246,5 @@ mod tests {
         let lines: Vec<&str> = text.lines().map(|l| l.split_once(' ').unwrap().1).collect();
         assert_eq!(lines, ["one", "two", "part", "ial"]);
         assert!(text.lines().all(|l| l.len() > 25 && l.as_bytes()[23] == b'Z'), "{text}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -22,7 +22,7 @@ use agentfs_registry::{Home, liveness, scan};
 
 /// Writes the record that holds `rec`'s instance; its path, if written.
 pub fn hold(home: &Home, rec: &ServiceRecord) -> Option<PathBuf> {
-    let instance = rec.instance.clone()?;
+    let instance = rec.instance.clone();
     let held = WrapperRecord {
         v: VERSION,
         app: rec.app.clone(),
@@ -59,7 +59,7 @@ const IN_FLIGHT: Duration = Duration::from_millis(250);
 /// starting, with no listener), and [`IN_FLIGHT`] more for the requests
 /// the old run is answering.
 pub fn unlist(home: &Home, rec: &ServiceRecord, wrapper_pid: u32) {
-    let Some(instance) = &rec.instance else { return };
+    let instance = &rec.instance;
     let Ok(snap) = scan::scan_instance(&home.run_dir(), &rec.app, instance) else { return };
     for l in snap.listeners.iter().filter(|l| l.sidecar.as_ref().is_some_and(|s| s.wrapper_pid == Some(wrapper_pid))) {
         let _ = scan::remove_listener_files(&home.run_dir(), l);

@@ -5,8 +5,9 @@
 //! port is at least `net.ipv4.ip_unprivileged_port_start`, else system units
 //! (`/etc/systemd/system`, written only with `--system` as root) whose socket
 //! hands the sockets to a service running as the user. macOS: a LaunchAgent
-//! plist with `Sockets` on 127.0.0.1 and ::1 (the router's launchd socket
-//! handover is not built yet, so there only `--dry-run` is available). The
+//! plist with `Sockets` on 127.0.0.1 and ::1, which `agentfs router run`
+//! takes with `launch_activate_socket` (`sys::launchd_sockets`); it has not
+//! been tried on a Mac yet, so there only `--dry-run` is enabled. The
 //! router serves on whatever sockets it is passed (`router/src/listen.rs`).
 
 use std::path::{Path, PathBuf};
@@ -45,12 +46,13 @@ pub fn run(args: &InstallArgs, remove: bool) -> Result<ExitCode> {
         ports: args.ports.clone(),
         user: std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "root".into()),
     };
-    let (units, commands, needs_system) = files(&plan, args.system);
+    let (units, loader, needs_system) = files(&plan, args.system);
+    let commands = if remove { loader.unload() } else { loader.load() };
     if args.dry_run || (needs_system && !args.system) {
         for u in &units {
             println!("# {} {}\n{}", if remove { "would remove" } else { "would write" }, u.path.display(), u.text);
         }
-        for c in if remove { uninstall_commands(&commands) } else { commands.clone() } {
+        for c in &commands {
             println!("# would run: {}", c.join(" "));
         }
     }
@@ -69,34 +71,72 @@ pub fn run(args: &InstallArgs, remove: bool) -> Result<ExitCode> {
     }
     if cfg!(target_vendor = "apple") {
         bail!(
-            "agentfs install is not available on macOS yet (the router cannot take launchd's sockets); `agentfs install --dry-run` shows the LaunchAgent it will write"
+            "agentfs install is not enabled on macOS yet: the LaunchAgent has not been tried on a Mac; \
+             `agentfs install --dry-run` shows the plist it will write"
         );
     }
     if remove { uninstall(&units, &commands) } else { install(&units, &commands) }
 }
 
-/// The files for this platform, the commands that load them, and whether
-/// they are system units (the ports are privileged, or `--system`).
-fn files(plan: &Plan, system: bool) -> (Vec<Unit>, Vec<Vec<String>>, bool) {
+/// How the written files are loaded and unloaded.
+enum Loader {
+    Launchd { plist: PathBuf },
+    Systemd { user: bool },
+}
+
+impl Loader {
+    fn load(&self) -> Vec<Vec<String>> {
+        match self {
+            Loader::Launchd { plist } => vec![launchctl("bootstrap", plist)],
+            Loader::Systemd { user } => {
+                vec![
+                    systemctl(*user, &["daemon-reload"]),
+                    systemctl(*user, &["enable", "--now", &format!("{NAME}.socket")]),
+                ]
+            }
+        }
+    }
+
+    fn unload(&self) -> Vec<Vec<String>> {
+        match self {
+            Loader::Launchd { plist } => vec![launchctl("bootout", plist)],
+            Loader::Systemd { user } => vec![
+                systemctl(*user, &["disable", "--now", &format!("{NAME}.socket"), &format!("{NAME}.service")]),
+                systemctl(*user, &["daemon-reload"]),
+            ],
+        }
+    }
+}
+
+fn launchctl(verb: &str, plist: &Path) -> Vec<String> {
+    let domain = format!("gui/{}", rustix::process::getuid().as_raw());
+    vec!["launchctl".into(), verb.into(), domain, plist.display().to_string()]
+}
+
+fn systemctl(user: bool, rest: &[&str]) -> Vec<String> {
+    let scope: &[&str] = if user { &["systemctl", "--user"] } else { &["systemctl"] };
+    scope.iter().chain(rest).map(|s| (*s).to_owned()).collect()
+}
+
+/// The files for this platform, how they are loaded, and whether they are
+/// system units (the ports are privileged, or `--system`).
+fn files(plan: &Plan, system: bool) -> (Vec<Unit>, Loader, bool) {
     if cfg!(target_vendor = "apple") {
         let path = user_home().join("Library/LaunchAgents").join(format!("{LABEL}.plist"));
-        let uid = rustix::process::getuid().as_raw();
-        let load = vec!["launchctl".into(), "bootstrap".into(), format!("gui/{uid}"), path.display().to_string()];
-        return (vec![Unit { path, text: plist(plan) }], vec![load], false);
+        return (vec![Unit { path: path.clone(), text: plist(plan) }], Loader::Launchd { plist: path }, false);
     }
     let unprivileged = unprivileged_port_start();
     let user_units = plan.ports.iter().all(|p| u32::from(*p) >= unprivileged) && !system;
-    let (dir, scope) = match user_units {
-        true => (user_home().join(".config/systemd/user"), vec!["systemctl".to_owned(), "--user".to_owned()]),
-        false => (PathBuf::from("/etc/systemd/system"), vec!["systemctl".to_owned()]),
+    let dir = match user_units {
+        true => user_home().join(".config/systemd/user"),
+        false => PathBuf::from("/etc/systemd/system"),
     };
     let (socket, service) = systemd_units(plan, !user_units);
     let units = vec![
         Unit { path: dir.join(format!("{NAME}.socket")), text: socket },
         Unit { path: dir.join(format!("{NAME}.service")), text: service },
     ];
-    let cmd = |rest: &[&str]| scope.iter().cloned().chain(rest.iter().map(|s| (*s).to_owned())).collect::<Vec<_>>();
-    (units, vec![cmd(&["daemon-reload"]), cmd(&["enable", "--now", &format!("{NAME}.socket")])], !user_units)
+    (units, Loader::Systemd { user: user_units }, !user_units)
 }
 
 /// The unit or LaunchAgent `agentfs install` wrote, if one is there.
@@ -186,16 +226,6 @@ fn xml(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
-fn uninstall_commands(load: &[Vec<String>]) -> Vec<Vec<String>> {
-    let Some(first) = load.first() else { return Vec::new() };
-    if first[0] == "launchctl" {
-        return vec![vec!["launchctl".into(), "bootout".into(), first[2].clone(), first[3].clone()]];
-    }
-    let scope: Vec<String> = first[..first.len() - 1].to_vec();
-    let with = |rest: &[&str]| scope.iter().cloned().chain(rest.iter().map(|s| (*s).to_owned())).collect::<Vec<_>>();
-    vec![with(&["disable", "--now", &format!("{NAME}.socket"), &format!("{NAME}.service")]), with(&["daemon-reload"])]
-}
-
 fn install(units: &[Unit], commands: &[Vec<String>]) -> Result<ExitCode> {
     for u in units {
         if let Some(dir) = u.path.parent() {
@@ -211,9 +241,9 @@ fn install(units: &[Unit], commands: &[Vec<String>]) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn uninstall(units: &[Unit], load: &[Vec<String>]) -> Result<ExitCode> {
-    for c in uninstall_commands(load) {
-        if let Err(e) = run_command(&c) {
+fn uninstall(units: &[Unit], unload: &[Vec<String>]) -> Result<ExitCode> {
+    for c in unload {
+        if let Err(e) = run_command(c) {
             eprintln!("agentfs: {e:#} (going on)");
         }
     }

@@ -24,7 +24,7 @@ pub fn run(target: Option<UrlTarget>, follow: bool, lines: usize) -> Result<Exit
     let home = Home::from_env()?;
     let (app, instance) = up::resolve(&home, target)?;
     let path = home.app_log(&app, &instance);
-    if !path.exists() && std::fs::symlink_metadata(&path).is_err() {
+    if std::fs::symlink_metadata(&path).is_err() {
         bail!(
             "{instance}.{app} has no log ({} does not exist); only instances started with `agentfs up` have one",
             path.display()

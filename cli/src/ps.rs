@@ -239,7 +239,7 @@ pub const ROW_VERSION: u32 = 1;
 /// after a failure, or ended).
 fn add_services(home: &Home, rows: &mut Vec<Row>, origin: Origin) {
     for s in service::list(home) {
-        let Some(instance) = &s.instance else { continue };
+        let instance = &s.instance;
         let mut mine =
             rows.iter_mut().filter(|r| r.app == s.app.as_str() && r.instance == instance.as_str()).peekable();
         if mine.peek().is_some() {

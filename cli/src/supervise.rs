@@ -45,7 +45,7 @@ pub fn run(args: UpArgs) -> Result<ExitCode> {
         v: VERSION,
         pid: std::process::id(),
         app,
-        instance: Some(instance),
+        instance,
         cmd: args.command.iter().map(|a| a.to_string_lossy().into_owned()).collect(),
         cwd,
         restart: args.restart,
@@ -168,17 +168,14 @@ impl Supervisor {
         None
     }
 
-    /// `agentfs wrap` for the command; once the instance is known, by its name.
+    /// `agentfs wrap` for the command, by the instance's name.
     fn spawn(&self) -> Result<Child> {
         let exe = std::env::current_exe().context("cannot find the agentfs executable")?;
         let mut cmd = Command::new(exe);
         cmd.arg("wrap");
-        let name = self.rec.instance.as_ref().map(|_| self.rec.app.to_string()).or(self.args.name.clone());
-        let instance = self.rec.instance.as_ref().map(|i| i.to_string()).or(self.args.instance.clone());
-        for (flag, value) in [("--name", name), ("--instance", instance), ("--port", self.args.port.clone())] {
-            if let Some(v) = value {
-                cmd.arg(flag).arg(v);
-            }
+        cmd.args(["--name", self.rec.app.as_str(), "--instance", self.rec.instance.as_str()]);
+        if let Some(port) = &self.args.port {
+            cmd.arg("--port").arg(port);
         }
         if self.args.debug {
             cmd.arg("--debug");
@@ -194,7 +191,7 @@ impl Supervisor {
     /// Opens the log of the instance and starts copying the pipe into it
     /// (the first time; again, a new log, if `wrap` took another name).
     fn open_log(&mut self) -> Result<(), String> {
-        let Some(instance) = self.rec.instance.clone() else { return Ok(()) };
+        let instance = self.rec.instance.clone();
         let text = |e: anyhow::Error| crate::error_text(&e);
         if let Some(log) = &self.log {
             let path = self.home.app_log(&self.rec.app, &instance);
@@ -227,8 +224,8 @@ impl Supervisor {
             let snap = scan::scan(&self.home.run_dir()).map_err(|e| format!("cannot read run/: {e}"))?;
             if let Some(w) = snap.wrappers.iter().find(|w| w.wrapper_pid == child.id()) {
                 holding::release(&mut self.held);
-                if self.rec.instance.as_ref() != Some(&w.instance) {
-                    self.rec.instance = Some(w.instance.clone());
+                if self.rec.instance != w.instance {
+                    self.rec.instance = w.instance.clone();
                     self.open_log()?;
                     self.save();
                 }

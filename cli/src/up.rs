@@ -44,8 +44,8 @@ pub fn up(args: UpArgs) -> Result<ExitCode> {
     let child = spawn_supervisor()?;
     let deadline = Instant::now() + Duration::from_secs(args.wait);
     let rec = first_record(&home, child, deadline)?;
-    if let Some(other) = rec.instance.as_ref().filter(|i| **i != wanted) {
-        eprintln!("agentfs: {app} ({wanted}) is already running; this one is {other}");
+    if rec.instance != wanted {
+        eprintln!("agentfs: {app} ({wanted}) is already running; this one is {}", rec.instance);
     }
     report(&home, &rec, (0, deadline), args.json)
 }
@@ -65,15 +65,13 @@ fn spawn_supervisor() -> Result<Child> {
     cmd.spawn().context("cannot start the supervisor")
 }
 
-/// The supervisor's record once it names the instance (or says it failed).
+/// The supervisor's record, once written.
 fn first_record(home: &Home, mut child: Child, deadline: Instant) -> Result<ServiceRecord> {
     let path = service::path(home, child.id());
     loop {
         if let Ok(rec) = service::read(&path) {
-            if rec.instance.is_some() || matches!(rec.phase, Phase::Failed | Phase::Exited) {
-                std::thread::spawn(move || child.wait());
-                return Ok(rec);
-            }
+            std::thread::spawn(move || child.wait());
+            return Ok(rec);
         }
         if let Ok(Some(status)) = child.try_wait() {
             if let Ok(rec) = service::read(&path) {
@@ -138,7 +136,7 @@ fn wait_listening(home: &Home, pid: u32, since: u64, deadline: Instant) -> Resul
         let Ok(rec) = rec else {
             return Err(NotUp { log: None, text: "it was stopped before it listened".into() });
         };
-        let not_up = |text: String| NotUp { log: rec.instance.clone().map(|i| (rec.app.clone(), i)), text };
+        let not_up = |text: String| NotUp { log: Some((rec.app.clone(), rec.instance.clone())), text };
         let name = rec.name();
         let logs = format!("agentfs logs {name}");
         match rec.phase {
@@ -150,8 +148,8 @@ fn wait_listening(home: &Home, pid: u32, since: u64, deadline: Instant) -> Resul
             _ if !rec.alive() => return Err(not_up(format!("the supervisor of {name} is gone; see {logs}"))),
             _ => {}
         }
-        if let (Some(instance), true) = (&rec.instance, rec.run_started_at_ms >= since) {
-            if let Some(row) = listening_row(home, &rec.app, instance) {
+        if rec.run_started_at_ms >= since {
+            if let Some(row) = listening_row(home, &rec.app, &rec.instance) {
                 return Ok(row);
             }
         }
@@ -193,7 +191,7 @@ pub fn resolve(home: &Home, target: Option<UrlTarget>) -> Result<(Label, Label)>
         return Ok((target.app.clone(), Label::parse(&r.instance).map_err(|e| anyhow!("{e}"))?));
     }
     let services = service::of(home, &target.app, None);
-    match services.iter().rev().find_map(|s| s.instance.clone()) {
+    match services.last().map(|s| s.instance.clone()) {
         Some(i) => Ok((target.app, i)),
         None => bail!("no instance of {} runs; see `agentfs ps`", target.app),
     }

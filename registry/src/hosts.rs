@@ -125,31 +125,29 @@ pub fn update_with(path: &Path, block: Option<&str>, between: impl FnOnce()) -> 
     }
     between();
     let tmp = dir.join(format!(".{}.agentfs-{}.tmp", file_name(path), std::process::id()));
-    let result = (|| {
-        let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-        f.write_all(after.as_bytes())?;
-        f.set_permissions(fs::Permissions::from_mode(meta.mode() & 0o7777))?;
-        if rustix::process::geteuid().is_root() {
-            std::os::unix::fs::fchown(&f, Some(meta.uid()), Some(meta.gid()))?;
-        }
-        f.sync_all()?;
-        if fs::read(path)? != before {
-            return Err(io::Error::other(CHANGED));
-        }
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if let Err(e) = result {
+    let written = write_like(&tmp, after.as_bytes(), &meta).map_err(write_err);
+    let result = match written.and_then(|()| fs::read(path).map_err(read_err)) {
+        Ok(now) if now != before => Err(HostsError::Changed { path: path.to_owned() }),
+        Ok(_) => fs::rename(&tmp, path).and_then(|()| File::open(dir)?.sync_all()).map_err(write_err),
+        Err(e) => Err(e),
+    };
+    if result.is_err() {
         let _ = fs::remove_file(&tmp);
-        return Err(match e.to_string() == CHANGED {
-            true => HostsError::Changed { path: path.to_owned() },
-            false => write_err(e),
-        });
     }
-    Ok(true)
+    result.map(|()| true)
 }
 
-const CHANGED: &str = "changed between read and write";
+/// A new file at `tmp` holding `bytes`, with the mode (and, as root, the
+/// owner) of `like`, flushed to disk.
+fn write_like(tmp: &Path, bytes: &[u8], like: &fs::Metadata) -> io::Result<()> {
+    let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(tmp)?;
+    f.write_all(bytes)?;
+    f.set_permissions(fs::Permissions::from_mode(like.mode() & 0o7777))?;
+    if rustix::process::geteuid().is_root() {
+        std::os::unix::fs::fchown(&f, Some(like.uid()), Some(like.gid()))?;
+    }
+    f.sync_all()
+}
 
 fn file_name(path: &Path) -> String {
     path.file_name().map_or_else(|| "hosts".into(), |n| n.to_string_lossy().into_owned())

@@ -55,8 +55,9 @@ pub struct ServiceRecord {
     /// The supervisor's pid.
     pub pid: u32,
     pub app: Label,
-    /// Known once the first wrapper has claimed it (it may be `<id>-2`).
-    pub instance: Option<Label>,
+    /// The instance (the supervisor names it as `wrap` would, and follows
+    /// its wrapper if that one took another id, `<id>-2`).
+    pub instance: Label,
     pub cmd: Vec<String>,
     pub cwd: PathBuf,
     pub restart: Restart,
@@ -88,12 +89,9 @@ impl ServiceRecord {
         liveness::pid_alive(self.pid) && is_supervisor(self.pid)
     }
 
-    /// `instance.app` once known, else `app`.
+    /// `instance.app`.
     pub fn name(&self) -> String {
-        match &self.instance {
-            Some(i) => format!("{i}.{}", self.app),
-            None => self.app.to_string(),
-        }
+        format!("{}.{}", self.instance, self.app)
     }
 
     pub fn path(&self, home: &Home) -> PathBuf {
@@ -142,10 +140,7 @@ pub fn list(home: &Home) -> Vec<ServiceRecord> {
 
 /// The records of `app` (and `instance`, when given).
 pub fn of(home: &Home, app: &Label, instance: Option<&Label>) -> Vec<ServiceRecord> {
-    list(home)
-        .into_iter()
-        .filter(|r| &r.app == app && instance.is_none_or(|i| r.instance.as_ref() == Some(i)))
-        .collect()
+    list(home).into_iter().filter(|r| &r.app == app && instance.is_none_or(|i| &r.instance == i)).collect()
 }
 
 pub fn remove(home: &Home, rec: &ServiceRecord) -> io::Result<()> {
@@ -166,7 +161,7 @@ mod tests {
             v: VERSION,
             pid,
             app: Label::parse("shop").unwrap(),
-            instance: Some(Label::parse("main").unwrap()),
+            instance: Label::parse("main").unwrap(),
             cmd: vec!["python3".into()],
             cwd: "/tmp".into(),
             restart: Restart::OnFailure,
