@@ -16,7 +16,8 @@ use agentfs_registry::record::{self, WrapperRecord};
 /// The wrapper record, kept in memory to be rewritten.
 pub struct LiveRecord {
     path: PathBuf,
-    record: Mutex<WrapperRecord>,
+    /// The record, and whether the wrapper has removed it for good.
+    record: Mutex<(WrapperRecord, bool)>,
 }
 
 impl LiveRecord {
@@ -25,12 +26,12 @@ impl LiveRecord {
         if let Err(e) = record::write(&path, &record) {
             eprintln!("agentfs: cannot record the process group in {}: {e}", path.display());
         }
-        LiveRecord { path, record: Mutex::new(record) }
+        LiveRecord { path, record: Mutex::new((record, false)) }
     }
 
     /// The primary port the user chose (`wrap --port`).
     pub fn port(&self) -> Option<u16> {
-        self.record.lock().ok().and_then(|r| r.port)
+        self.record.lock().ok().and_then(|r| r.0.port)
     }
 
     /// Adds the exit of `pid` and rewrites the record.
@@ -39,13 +40,20 @@ impl LiveRecord {
         self.update(|rec| exit::push(&mut rec.exits, exit));
     }
 
-    /// Changes the record and rewrites it (if it is still there: a wrapper
-    /// that is ending has removed it).
+    /// Changes the record and rewrites it, unless the wrapper has removed it.
     pub fn update(&self, change: impl FnOnce(&mut WrapperRecord)) {
-        let Ok(mut rec) = self.record.lock() else { return };
-        change(&mut rec);
-        if self.path.exists() {
-            let _ = record::write(&self.path, &*rec);
+        let Ok(mut state) = self.record.lock() else { return };
+        change(&mut state.0);
+        if !state.1 {
+            let _ = record::write(&self.path, &state.0);
         }
+    }
+
+    /// Removes the record for good: a thread still noting an exit (SIGCHLD)
+    /// must not write it again after the wrapper's clean-up.
+    pub fn remove(&self) {
+        let mut state = self.record.lock().unwrap_or_else(|p| p.into_inner());
+        state.1 = true;
+        let _ = std::fs::remove_file(&self.path);
     }
 }

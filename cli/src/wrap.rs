@@ -65,9 +65,10 @@ pub fn run(args: WrapArgs) -> Result<ExitCode> {
     if instance != wanted {
         eprintln!("agentfs: {app} ({wanted}) is already running; this one is {instance} (use --replica to join it)");
     }
-    let _cleanup = Cleanup {
+    let mut cleanup = Cleanup {
         home: home.clone(),
         record: record_path.clone(),
+        live: None,
         me: std::process::id(),
         app: app.clone(),
         instance: instance.clone(),
@@ -115,6 +116,7 @@ pub fn run(args: WrapArgs) -> Result<ExitCode> {
     record.pgid = Some(child.id());
     let cmd_line = record.cmd.clone();
     let live = std::sync::Arc::new(LiveRecord::new(record_path, record));
+    cleanup.live = Some(live.clone());
     let tree = Tree::new(child.id(), terminal, grace, home.clone(), live.clone())
         .on_stop(tee.as_ref().and_then(Tee::stop_hook));
     forwarder.to(tree.shared());
@@ -310,6 +312,8 @@ fn spawn_failed(program: &OsString, e: &std::io::Error) -> ExitCode {
 struct Cleanup {
     home: Home,
     record: PathBuf,
+    /// Once the command runs: the record other threads may still rewrite.
+    live: Option<std::sync::Arc<LiveRecord>>,
     me: u32,
     app: Label,
     instance: Label,
@@ -317,7 +321,12 @@ struct Cleanup {
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.record);
+        match &self.live {
+            Some(live) => live.remove(),
+            None => {
+                let _ = std::fs::remove_file(&self.record);
+            }
+        }
         let Ok(snap) = scan::scan_instance(&self.home.run_dir(), &self.app, &self.instance) else { return };
         for l in &snap.listeners {
             let ours = l.sidecar.as_ref().is_some_and(|s| s.wrapper_pid == Some(self.me));
