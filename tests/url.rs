@@ -101,3 +101,44 @@ fn url_without_an_instance_or_with_a_bad_target_says_so_in_one_line() {
     }
     assert!(env.router_pid().is_none(), "url starts no router");
 }
+
+/// With the router on port 80 (in a private network namespace, as root or
+/// in a user namespace), every URL the user is shown carries no port, and
+/// that URL answers.
+#[test]
+fn with_the_router_on_port_80_urls_carry_no_port() {
+    let env = Env::new("port80");
+    let work = TempDir::new("port80");
+    let mut c = std::process::Command::new("unshare");
+    clean_env(&mut c);
+    c.args(if is_root() { &["-n"][..] } else { &["-rn"][..] })
+        .arg(fixture("port80.sh"))
+        .arg(agentfs())
+        .arg(work.path())
+        .env("AGENTFS_HOME", env.home.path())
+        .env("PYTHONUNBUFFERED", "1");
+    let mut p = Proc::spawn(c);
+    let status = p.wait(Duration::from_secs(60));
+    let out = p.stdout();
+    assert!(status.success(), "{status}: {}", p.output());
+    let section = |name: &str| {
+        let start = out.find(&format!("== {name}\n")).unwrap_or_else(|| panic!("no {name} in {out}"));
+        let rest = &out[start + name.len() + 4..];
+        rest[..rest.find("\n== ").unwrap_or(rest.len())].to_owned()
+    };
+    assert!(section("banner").contains("shop (main) → http://main.shop.localhost "), "{}", section("banner"));
+    assert!(section("ps").contains(" http://main.shop.localhost (default)"), "{}", section("ps"));
+    assert_eq!(section("url").trim(), "http://main.shop.localhost");
+    assert!(section("dashboard").contains("href=\"http://main.shop.localhost\""), "{}", section("dashboard"));
+    assert!(section("page").contains("Directory listing"), "the URL as printed answers: {out}");
+    // (TLS on port 80, as in the trust hint, does need the port.)
+    let http = out.lines().filter(|l| !l.contains("https://")).collect::<Vec<_>>().join("\n");
+    let port_80 =
+        http.match_indices("localhost:80").any(|(i, m)| !http[i + m.len()..].starts_with(|c: char| c.is_ascii_digit()));
+    assert!(!port_80 && !http.contains("shop.localhost:"), "no http URL carries a port: {out}");
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
+}

@@ -97,10 +97,11 @@ fn check_router(home: &Home) -> Finding {
             };
             ok(format!("router running: {} (pid {}, {how})", s.url, s.pid))
         }
-        Ok(None) => match (crate::install::installed(), router_ctl::configured_port(home)) {
-            (Some(unit), _) => ok(format!(
-                "router not running; installed ({}): the system starts it at the first request",
-                unit.display()
+        Ok(None) => match (crate::installed::find(home), router_ctl::configured_port(home)) {
+            (Some(i), _) => ok(format!(
+                "router not running; installed ({}): {} starts it at the first request",
+                i.path.display(),
+                i.manager.name()
             )),
             (None, Ok(port)) => ok(format!("router not running; `agentfs wrap` starts it on port {port}")),
             (None, Err(e)) => bad(format!("router configuration: {e:#}"), "fix AGENTFS_HTTP_PORT"),

@@ -11,17 +11,14 @@
 //! router serves on whatever sockets it is passed (`router/src/listen.rs`).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 
 use agentfs_registry::Home;
 
 use crate::args::InstallArgs;
-
-/// The launchd label and the systemd unit name.
-const NAME: &str = "agentfs-router";
-const LABEL: &str = "dev.agentfs.router";
+use crate::installed::{LABEL, Manager, NAME, run_command, user_home};
 
 /// What an installation is: where the router program is, the home, the ports.
 pub struct Plan {
@@ -78,52 +75,12 @@ pub fn run(args: &InstallArgs, remove: bool) -> Result<ExitCode> {
     if remove { uninstall(&units, &commands) } else { install(&units, &commands) }
 }
 
-/// How the written files are loaded and unloaded.
-enum Loader {
-    Launchd { plist: PathBuf },
-    Systemd { user: bool },
-}
-
-impl Loader {
-    fn load(&self) -> Vec<Vec<String>> {
-        match self {
-            Loader::Launchd { plist } => vec![launchctl("bootstrap", plist)],
-            Loader::Systemd { user } => {
-                vec![
-                    systemctl(*user, &["daemon-reload"]),
-                    systemctl(*user, &["enable", "--now", &format!("{NAME}.socket")]),
-                ]
-            }
-        }
-    }
-
-    fn unload(&self) -> Vec<Vec<String>> {
-        match self {
-            Loader::Launchd { plist } => vec![launchctl("bootout", plist)],
-            Loader::Systemd { user } => vec![
-                systemctl(*user, &["disable", "--now", &format!("{NAME}.socket"), &format!("{NAME}.service")]),
-                systemctl(*user, &["daemon-reload"]),
-            ],
-        }
-    }
-}
-
-fn launchctl(verb: &str, plist: &Path) -> Vec<String> {
-    let domain = format!("gui/{}", rustix::process::getuid().as_raw());
-    vec!["launchctl".into(), verb.into(), domain, plist.display().to_string()]
-}
-
-fn systemctl(user: bool, rest: &[&str]) -> Vec<String> {
-    let scope: &[&str] = if user { &["systemctl", "--user"] } else { &["systemctl"] };
-    scope.iter().chain(rest).map(|s| (*s).to_owned()).collect()
-}
-
 /// The files for this platform, how they are loaded, and whether they are
 /// system units (the ports are privileged, or `--system`).
-fn files(plan: &Plan, system: bool) -> (Vec<Unit>, Loader, bool) {
+fn files(plan: &Plan, system: bool) -> (Vec<Unit>, Manager, bool) {
     if cfg!(target_vendor = "apple") {
         let path = user_home().join("Library/LaunchAgents").join(format!("{LABEL}.plist"));
-        return (vec![Unit { path: path.clone(), text: plist(plan) }], Loader::Launchd { plist: path }, false);
+        return (vec![Unit { path: path.clone(), text: plist(plan) }], Manager::Launchd { plist: path }, false);
     }
     let unprivileged = unprivileged_port_start();
     let user_units = plan.ports.iter().all(|p| u32::from(*p) >= unprivileged) && !system;
@@ -136,27 +93,11 @@ fn files(plan: &Plan, system: bool) -> (Vec<Unit>, Loader, bool) {
         Unit { path: dir.join(format!("{NAME}.socket")), text: socket },
         Unit { path: dir.join(format!("{NAME}.service")), text: service },
     ];
-    (units, Loader::Systemd { user: user_units }, !user_units)
-}
-
-/// The unit or LaunchAgent `agentfs install` wrote, if one is there.
-pub fn installed() -> Option<PathBuf> {
-    let home = user_home();
-    [
-        home.join("Library/LaunchAgents").join(format!("{LABEL}.plist")),
-        home.join(".config/systemd/user").join(format!("{NAME}.socket")),
-        PathBuf::from("/etc/systemd/system").join(format!("{NAME}.socket")),
-    ]
-    .into_iter()
-    .find(|p| p.exists())
+    (units, Manager::Systemd { user: user_units }, !user_units)
 }
 
 fn list(ports: &[u16]) -> String {
     ports.iter().map(u16::to_string).collect::<Vec<_>>().join(",")
-}
-
-fn user_home() -> PathBuf {
-    std::env::var_os("HOME").filter(|h| !h.is_empty()).map_or_else(|| PathBuf::from("/"), PathBuf::from)
 }
 
 /// Linux's lowest port an unprivileged process may bind (1024 if unknown).
@@ -258,14 +199,6 @@ fn set_mode(path: &Path, mode: u32) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .with_context(|| format!("cannot chmod {}", path.display()))
-}
-
-fn run_command(c: &[String]) -> Result<()> {
-    let status = Command::new(&c[0]).args(&c[1..]).status().with_context(|| format!("cannot run {}", c[0]))?;
-    if !status.success() {
-        bail!("`{}` failed ({status})", c.join(" "));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

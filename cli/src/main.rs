@@ -16,6 +16,7 @@
 //!   `logs/<app>.<instance>.log`, a `rotating_log`); `logs` reads it.
 //! - `mcp` — `agentfs mcp`: the MCP server on stdio; each tool runs the command it stands for.
 //! - `install` — `agentfs install/uninstall`: systemd units or a LaunchAgent that start the router with its sockets.
+//! - `installed` — the installation serving this home, and starting/stopping the router through its manager.
 //! - `hosts` — `agentfs hosts sync|clean|status`: the routed hosts in a marked block of /etc/hosts.
 //! - `trust` — `agentfs trust [--status|--remove]`: the local CA in the user's stores (`trust_nss`: NSS databases
 //!   with certutil, `trust_linux`: those and the distribution's system store; `trust_macos`: the keychains).
@@ -33,6 +34,7 @@ mod holding;
 mod hosts;
 mod identity;
 mod install;
+mod installed;
 mod intercept;
 mod launch;
 mod live_record;

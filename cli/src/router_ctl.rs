@@ -1,7 +1,8 @@
 //! `agentfs router run|start|stop|status`, and starting the router on
 //! demand for `wrap`. The running router is found through its management
 //! socket; starting means running `agentfs router run` detached, with its
-//! output in logs/router.log, and waiting until the API answers.
+//! output in logs/router.log, and waiting until the API answers — or, when
+//! `agentfs install` installed it for this home, asking systemd/launchd.
 
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom};
@@ -16,6 +17,7 @@ use agentfs_router::client::{self, ClientError};
 use agentfs_router::{Config, pidfile};
 
 use crate::args::{PortArg, RouterCommand, RunArgs};
+use crate::installed;
 use crate::rotating_log::RotatingLog;
 use crate::sys;
 
@@ -34,6 +36,15 @@ pub fn run(cmd: RouterCommand) -> Result<ExitCode> {
                 check_port(&s, p.port)?;
                 eprintln!("agentfs: router already running: {} (pid {})", s.url, s.pid);
                 return Ok(ExitCode::SUCCESS);
+            }
+            if let Some(i) = installed::find(&home) {
+                if p.port.is_some() || p.lan || p.no_original_ports {
+                    bail!(
+                        "the router is installed ({}): its sockets are the installation's; \
+                         `agentfs uninstall` first to start it with other flags",
+                        i.path.display()
+                    );
+                }
             }
             let s = start(&home, &p)?;
             eprintln!("agentfs: router started: {} (pid {}, log {})", s.url, s.pid, home.router_log().display());
@@ -112,9 +123,13 @@ fn foreground(home: Home, r: RunArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Starts `agentfs router run` detached and waits until it answers.
+/// Starts the router and waits until it answers: through its manager when
+/// it is installed for this home, else `agentfs router run` detached.
 pub fn start(home: &Home, p: &PortArg) -> Result<Status> {
     home.ensure()?;
+    if let Some(i) = installed::find(home) {
+        return start_installed(home, &i);
+    }
     let log_path = home.router_log();
     rotate(&log_path);
     let mut log = OpenOptions::new()
@@ -172,6 +187,25 @@ pub fn start(home: &Home, p: &PortArg) -> Result<Status> {
     }
 }
 
+/// `systemctl start` / `launchctl kickstart`, then waits for the router's answer.
+fn start_installed(home: &Home, i: &installed::Installed) -> Result<Status> {
+    i.start().with_context(|| format!("cannot start the installed router ({})", i.path.display()))?;
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Some(s) = running(home)? {
+            return Ok(s);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the installed router ({}) did not answer within {START_TIMEOUT:?}; see {}",
+                i.manager.name(),
+                home.router_log().display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Reaps the detached router when it exits while this process still runs.
 fn reap_later(mut child: Child) {
     std::thread::spawn(move || child.wait());
@@ -195,6 +229,14 @@ fn log_since(path: &std::path::Path, start: u64) -> String {
 }
 
 fn stop(home: &Home) -> Result<ExitCode> {
+    if let Some(i) = installed::find(home) {
+        // Its sockets stop too: a request must not start it again.
+        i.stop().with_context(|| format!("cannot stop the installed router ({})", i.path.display()))?;
+        if running(home)?.is_none() && pidfile::running(home).is_none() {
+            eprintln!("agentfs: router stopped ({}; `agentfs router start` starts it again)", i.manager.name());
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
     match client::shutdown(home) {
         Ok(()) => {}
         Err(ClientError::NotRunning(_)) => {
