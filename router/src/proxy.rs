@@ -181,6 +181,8 @@ async fn forward(mut req: Request<Incoming>, mut set: Arc<ReplicaSet>, cx: Arc<C
     let (body, client_fault) = RequestBody::new(body);
     let mut req = Request::from_parts(parts, body);
     let mut again = 0;
+    // The first round's failures name what went wrong (a later round finds the refused sockets swept).
+    let mut first: Option<Vec<(String, String)>> = None;
     loop {
         let mut failures: Vec<(String, String)> = Vec::new();
         let mut vanished = true;
@@ -202,13 +204,14 @@ async fn forward(mut req: Request<Incoming>, mut set: Arc<ReplicaSet>, cx: Arc<C
                 }
             }
         }
+        let failures = first.get_or_insert(failures);
         if !vanished || failures.is_empty() || again == RESOLVE_AGAIN || cx.original.is_some() {
-            return bad_gateway(&set, &failures, fmt);
+            return bad_gateway(&set, failures, fmt);
         }
         set = match Box::pin(resolve_again(&cx.shared, &req)).await {
             Some(Resolved::Set(s)) => s,
             Some(Resolved::Answer(res)) => return res,
-            Some(Resolved::Dashboard(_)) | None => return bad_gateway(&set, &failures, fmt),
+            Some(Resolved::Dashboard(_)) | None => return bad_gateway(&set, failures, fmt),
         };
         again += 1;
     }
