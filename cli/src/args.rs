@@ -115,6 +115,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Open the URL of this directory's instance, or of TARGET, in the browser (else the dashboard).
+    #[command(after_help = "Examples:\n  agentfs open            # this directory's instance, or the dashboard\n  \
+        agentfs open feat.shop  # instance feat of app shop\n\n\
+        The browser is $BROWSER when set, else open (macOS) or xdg-open. The URL is printed too.")]
+    Open {
+        /// instance.app, or an app (its default instance).
+        #[arg(value_parser = crate::url::parse_target)]
+        target: Option<crate::url::UrlTarget>,
+    },
     /// Send a host to an HTTP server: a Unix socket, host:port or port (kept across restarts).
     #[command(after_help = "Examples:\n  agentfs route api.localhost 127.0.0.1:9000\n  \
         agentfs route docs.localhost /tmp/docs.sock\n  agentfs route storybook.localhost 6006\n\n\

@@ -10,7 +10,7 @@
 //!   record, rewritten with reaped descendants' exits and the front port), `front` (the primary port, the banner), `watch` (banner, PORT fallback route),
 //!   `unseen` (TCP listeners of the tree that the shim cannot enter, routed over TCP),
 //!   `tee` (`wrap --log`: the output also into the instance's log, through a pty at a terminal).
-//! - `ps` (with `crashed`: which instances count as crashed), `url` (one instance's URL, from `ps`'s rows), `route`, `router_ctl`, `doctor` (with `doctor_script`: the static and Go programs a script names) — the other commands.
+//! - `ps` (with `crashed`: which instances count as crashed), `url` (one instance's URL, from `ps`'s rows), `open` (that URL, or the dashboard, in the browser), `route`, `router_ctl`, `doctor` (with `doctor_script`: the static and Go programs a script names) — the other commands.
 //! - `up` — `agentfs up/down/restart`: background instances, each run by a `supervise` process (hidden
 //!   `agentfs supervise`) that restarts it by policy (`holding` its name in run/ between runs) and copies its output to `applog` (the timestamped
 //!   `logs/<app>.<instance>.log`, a `rotating_log`); `logs` reads it.
@@ -40,6 +40,7 @@ mod launch;
 mod live_record;
 mod logs;
 mod mcp;
+mod open;
 mod program;
 mod ps;
 mod rotating_log;
@@ -95,6 +96,7 @@ fn main() -> ExitCode {
         Command::Mcp => mcp::run(),
         Command::Ps { json } => ps::run(json),
         Command::Url { target, port, json } => url::run(target, port, json),
+        Command::Open { target } => open::run(target),
         Command::Route { host, target, allow_remote, json } => route::route(&host, &target, allow_remote, json),
         Command::Unroute { host } => route::unroute(&host),
         Command::Router(r) => router_ctl::run(r),

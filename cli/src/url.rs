@@ -59,15 +59,26 @@ pub fn run(target: Option<UrlTarget>, port: Option<u16>, json: bool) -> Result<E
         println!("{}", serde_json::to_string_pretty(row)?);
         return Ok(ExitCode::SUCCESS);
     }
-    match port {
-        Some(p) => {
-            let origin = agentfs_registry::trusted::origin(&home, crate::router_ctl::configured_port(&home)?);
-            let host = agentfs_registry::names::hostname(&target.app, Some(&label(&row.instance)?));
-            println!("{}", origin.url(&format!("{p}.{host}")));
-        }
-        None => println!("{}", row.url),
-    }
+    println!("{}", url_of_row(&home, &target, row, port)?);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The URL of `target` (of `port`, or its primary port), or why there is none.
+pub fn find(home: &Home, target: &UrlTarget, from_cwd: bool) -> Result<String> {
+    let (rows, _swept) = ps::collect(home)?;
+    let row = pick(&rows, target, None).map_err(|why| anyhow::anyhow!(why_not(target, from_cwd, why)))?;
+    url_of_row(home, target, row, None)
+}
+
+fn url_of_row(home: &Home, target: &UrlTarget, row: &Row, port: Option<u16>) -> Result<String> {
+    Ok(match port {
+        Some(p) => {
+            let origin = agentfs_registry::trusted::origin(home, crate::router_ctl::configured_port(home)?);
+            let host = agentfs_registry::names::hostname(&target.app, Some(&label(&row.instance)?));
+            origin.url(&format!("{p}.{host}"))
+        }
+        None => row.url.clone(),
+    })
 }
 
 /// The instance `agentfs wrap` in the current directory is named (before

@@ -8,6 +8,8 @@ use serde_json::json;
 
 use crate::api::RoutesView;
 use crate::body::{Body, full};
+pub use crate::page::escape;
+use crate::page::{Layout, prose};
 
 /// How an answer is written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,15 +43,42 @@ pub struct Answer<'a> {
     pub status: StatusCode,
     /// Short: "unknown host".
     pub title: &'static str,
-    /// One or more sentences naming what happened and what to do.
+    /// What happened and why, in one or more sentences.
     pub message: String,
+    /// What to do about it (commands between backticks); pages only.
+    pub next: Option<String>,
     /// Live apps to list (404).
     pub routes: Option<&'a RoutesView>,
+    /// The dashboard's URL, linked from the page.
+    pub dashboard: String,
+    /// Reload the page after this many seconds (the 503 waiting page).
+    pub refresh: Option<u32>,
 }
 
-impl Answer<'_> {
-    /// The response in `fmt`.
+impl<'a> Answer<'a> {
+    pub fn new(status: StatusCode, title: &'static str, message: String, dashboard: &str) -> Answer<'a> {
+        Answer { status, title, message, next: None, routes: None, dashboard: dashboard.to_owned(), refresh: None }
+    }
+
+    /// What the reader can do next.
+    pub fn next(mut self, next: impl Into<String>) -> Self {
+        self.next = Some(next.into());
+        self
+    }
+
+    pub fn routes(mut self, routes: &'a RoutesView) -> Self {
+        self.routes = Some(routes);
+        self
+    }
+
+    pub fn refresh(mut self, secs: u32) -> Self {
+        self.refresh = Some(secs);
+        self
+    }
+
+    /// The response in `fmt`, logged (the router's own 4xx/5xx for a host).
     pub fn render(&self, fmt: Format) -> Response<Body> {
+        tracing::info!(status = self.status.as_u16(), error = self.title, message = %self.message, "answered");
         let (ctype, bytes) = self.body(fmt);
         let mut res = Response::new(full(bytes));
         *res.status_mut() = self.status;
@@ -61,6 +90,7 @@ impl Answer<'_> {
     /// The answer as a whole HTTP/1.1 response that closes the connection
     /// (for the lean path, which writes bytes, not `Response`s).
     pub fn to_http1(&self, fmt: Format) -> Vec<u8> {
+        tracing::info!(status = self.status.as_u16(), error = self.title, message = %self.message, "answered");
         let (ctype, body) = self.body(fmt);
         let reason = self.status.canonical_reason().unwrap_or_default();
         let mut out = format!(
@@ -118,71 +148,49 @@ impl Answer<'_> {
     }
 
     fn html(&self) -> String {
-        let mut s = format!(
-            "<!doctype html><html><head><meta charset=utf-8><title>{code} {title} · agentfs</title>{STYLE}</head><body>\
-             <h1>{code} {title}</h1><p>{msg}</p>",
-            code = self.status.as_u16(),
-            title = escape(self.title),
-            msg = escape(&self.message),
-        );
-        if let Some(r) = self.routes {
-            s.push_str(&routes_html(r));
+        let code = self.status.as_u16();
+        let mut main = format!("<h1>{code} {}</h1><p>{}</p>", escape(self.title), prose(&self.message));
+        if let Some(next) = &self.next {
+            main.push_str(&format!("<h2>What to do</h2><p>{}</p>", prose(next)));
         }
-        s.push_str("</body></html>\n");
-        s
+        if self.refresh.is_some() {
+            main.push_str("<p class=muted>This page reloads by itself until the app answers.</p>");
+        }
+        if let Some(r) = self.routes {
+            main.push_str(&routes_list(r));
+        }
+        main.push_str(&format!("<p><a href=\"{}\">Back to the dashboard</a></p>", escape(&self.dashboard)));
+        let title = format!("{code} {} · agentfs", self.title);
+        Layout { title: &title, dashboard: &self.dashboard, main, refresh: self.refresh, script: None }.render()
     }
 }
 
-pub(crate) const STYLE: &str = "<style>body{font:15px/1.5 system-ui,sans-serif;margin:2em auto;max-width:52em;\
-padding:0 1em;color:#222}table{border-collapse:collapse}td,th{padding:.2em .8em;text-align:left;\
-border-bottom:1px solid #ddd}code{background:#f4f4f4;padding:0 .3em}</style>";
-
-/// An HTML table of live apps, instances and static routes.
-pub(crate) fn routes_html(r: &RoutesView) -> String {
+/// The live apps and static routes as links (a 404's "did you mean").
+fn routes_list(r: &RoutesView) -> String {
     if r.apps.is_empty() && r.static_routes.is_empty() {
         return "<p>No apps are running. Start one with <code>agentfs wrap -- npm run dev</code>.</p>".into();
     }
-    let mut s = String::from("<table><tr><th>App</th><th>Instance</th><th>URL</th><th>Ports</th></tr>");
+    let mut s = String::from("<h2>Running now</h2><ul>");
     for a in &r.apps {
         for i in &a.instances {
-            let ports: Vec<String> =
-                i.ports.iter().map(|p| format!("<a href=\"{u}\">{}</a>", p.port, u = escape(&p.url))).collect();
-            let default =
-                if i.default { format!(" · <a href=\"{u}\">{u}</a>", u = escape(&a.url)) } else { String::new() };
+            let default = if i.default { " <span class=muted>(default)</span>" } else { "" };
             s.push_str(&format!(
-                "<tr><td>{}</td><td>{}</td><td><a href=\"{u}\">{u}</a>{default}</td><td>{}</td></tr>",
+                "<li>{} ({}){default}: <a href=\"{u}\">{u}</a></li>",
                 escape(&a.app),
                 escape(&i.instance),
-                ports.join(" "),
-                u = escape(&i.url),
+                u = escape(&i.url)
             ));
         }
     }
     for st in &r.static_routes {
         s.push_str(&format!(
-            "<tr><td colspan=2>static → <code>{}</code></td><td><a href=\"{u}\">{u}</a></td><td></td></tr>",
+            "<li>static → <code>{}</code>: <a href=\"{u}\">{u}</a></li>",
             escape(&st.target),
             u = escape(&st.url)
         ));
     }
-    s.push_str("</table>");
+    s.push_str("</ul>");
     s
-}
-
-/// Escapes text for HTML element and attribute content.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -213,17 +221,16 @@ mod tests {
             primary_port: 3000,
             started_at_ms: 1,
             ports: vec![],
+            cwd: None,
         };
         let app = AppView { app: "shop".into(), url: "http://shop.localhost:7355".into(), instances: vec![inst] };
         let routes = RoutesView { apps: vec![app], ..RoutesView::default() };
-        let a = Answer {
-            status: StatusCode::NOT_FOUND,
-            title: "unknown host",
-            message: "no app is called <x>".into(),
-            routes: Some(&routes),
-        };
+        let a =
+            Answer::new(StatusCode::NOT_FOUND, "unknown host", "no app is called <x>".into(), "http://localhost:7355/")
+                .routes(&routes);
         assert!(a.html().contains("http://main.shop.localhost:7355"));
         assert!(a.html().contains("&lt;x&gt;"), "the Host is escaped");
+        assert!(a.html().contains("<a href=\"http://localhost:7355/\">Back to the dashboard</a>"));
         let j: serde_json::Value = serde_json::from_str(&a.json()).unwrap();
         assert_eq!(j["status"], 404);
         assert_eq!(j["apps"][0]["instances"][0]["url"], "http://main.shop.localhost:7355");

@@ -101,6 +101,9 @@ pub struct InstanceView {
     pub primary_port: u16,
     pub started_at_ms: u64,
     pub ports: Vec<PortView>,
+    /// The directory it runs in (its first listener's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,6 +131,11 @@ pub struct StartingView {
     /// (`pid 42, killed by signal 9 (SIGKILL)`); absent while starting or restarting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crashed: Option<String>,
+    /// The directory its wrapper runs in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<PathBuf>,
+    #[serde(default)]
+    pub started_at_ms: u64,
 }
 
 /// Body of `PUT /v1/static/<host>`.

@@ -1,5 +1,5 @@
 //! The one response body type of the HTTP side: an app's streamed body, or a
-//! small one the router wrote itself. An app's body carries the connection it
+//! small one the router wrote itself (or writes as it goes: an event stream). An app's body carries the connection it
 //! came on, and hands it back to the pool the moment the body has been read
 //! to its end — with no task per request in the common case. A body sent to
 //! a client also carries the request's [`Busy`] mark, so the connection
@@ -25,14 +25,34 @@ pin_project_lite::pin_project! {
     /// A response body: streamed from an app, or the router's own.
     pub struct Body {
         #[pin]
-        inner: Either<AppBody, Full<Bytes>>,
+        inner: Either<AppBody, Either<Full<Bytes>, Channel>>,
         busy: Option<Busy>,
     }
 }
 
 /// A body the router wrote.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Body { inner: Either::Right(Full::new(bytes.into())), busy: None }
+    Body { inner: Either::Right(Either::Left(Full::new(bytes.into()))), busy: None }
+}
+
+/// A body the router writes as it goes (the dashboard's event stream): it
+/// ends when the sender is dropped.
+pub fn channel(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Body {
+    Body { inner: Either::Right(Either::Right(Channel { rx })), busy: None }
+}
+
+/// Chunks from a channel, each one data frame.
+pub struct Channel {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+}
+
+impl HttpBody for Channel {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        self.rx.poll_recv(cx).map(|chunk| chunk.map(|b| Ok(Frame::data(b))))
+    }
 }
 
 /// An app's body, passed through frame by frame; `conn` (if any) goes back

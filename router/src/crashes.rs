@@ -147,14 +147,16 @@ impl Crash {
 }
 
 /// The 502 for a crashed instance: what exited, how, and who still wraps it.
-pub fn answer(who: &str, down: &Down, crash: &Crash, fmt: Format) -> Response<Body> {
+pub fn answer(who: &str, down: &Down, crash: &Crash, fmt: Format, dash: &str) -> Response<Body> {
     let how = crash.describe();
     let message = format!(
         "{who}: the app exited (pid {}, {how}) — see its terminal; it is still wrapped by pid {}, \
          and is served again as soon as it listens",
         down.pid, down.wrapper_pid
     );
-    Answer { status: StatusCode::BAD_GATEWAY, title: "app exited", message, routes: None }.render(fmt)
+    let next = "Its terminal (or `agentfs logs`) shows why it exited; once it runs and listens again \
+                (a restart, or a watcher's), this URL answers.";
+    Answer::new(StatusCode::BAD_GATEWAY, "app exited", message, dash).next(next).render(fmt)
 }
 
 #[cfg(test)]

@@ -1,29 +1,49 @@
 //! The dashboard at `http://localhost:<port>/` and
-//! `http://agentfs.localhost:<port>/`: live routes as a page, and read-only
-//! JSON at `/api/routes`. It changes nothing; the management API does.
+//! `http://agentfs.localhost:<port>/`: what runs, as a page that is whole
+//! without JavaScript and, with it, live — `GET /api/events` (Server-Sent
+//! Events) sends the cards again whenever they change (a route-table change
+//! at once, a static route going up or down or a branch switch within
+//! [`RECHECK`]), and the page swaps in the changed cards only. Also the
+//! read-only JSON at `/api/routes` and the favicon. It changes nothing; the
+//! management API does.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 
-use crate::answers::{Answer, Format, STYLE, escape, routes_html};
+use crate::answers::{Answer, Format};
 use crate::body::{Body, full};
+use crate::dashboard_view::{self, Content};
+use crate::page::{FAVICON_SVG, Layout, escape};
 use crate::state::Shared;
 use crate::table::Table;
 
+/// How often the event stream re-checks what a table change does not tell.
+const RECHECK: Duration = Duration::from_secs(2);
+/// A comment this often, so a client that went away is noticed.
+const HEARTBEAT: Duration = Duration::from_secs(15);
+
 /// Answers a request for the dashboard host.
-pub fn serve<B>(req: &Request<B>, table: &Table, shared: &Shared) -> Response<Body> {
+pub async fn serve<B>(req: &Request<B>, table: &Table, shared: &Arc<Shared>) -> Response<Body> {
     let fmt = Format::of(req.headers());
+    let dash = shared.dashboard_url();
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let message = "the dashboard is read-only; use the agentfs CLI to change routes".to_owned();
-        return Answer { status: StatusCode::METHOD_NOT_ALLOWED, title: "method not allowed", message, routes: None }
-            .render(fmt);
+        return Answer::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed", message, &dash).render(fmt);
     }
     match req.uri().path() {
         "/api/routes" => json(table, shared),
+        "/api/events" => events(shared.clone()),
+        "/favicon.svg" | "/favicon.ico" => respond(FAVICON_SVG.as_bytes().to_vec(), "image/svg+xml"),
         "/" if fmt == Format::Json => json(table, shared),
-        "/" => page(table, shared),
+        "/" => page(shared, content(shared, table).await),
         p => {
-            let message = format!("the dashboard has no page {p}; try / or /api/routes");
-            Answer { status: StatusCode::NOT_FOUND, title: "not found", message, routes: None }.render(fmt)
+            let message = format!("the dashboard has no page {p}");
+            let next =
+                "The dashboard is at `/`; its data is at `/api/routes` (JSON) and `/api/events` (a live stream).";
+            Answer::new(StatusCode::NOT_FOUND, "not found", message, &dash).next(next).render(fmt)
         }
     }
 }
@@ -33,48 +53,81 @@ fn json(table: &Table, shared: &Shared) -> Response<Body> {
     respond(bytes, "application/json")
 }
 
-fn page(table: &Table, shared: &Shared) -> Response<Body> {
-    let html = format!(
-        "<!doctype html><html><head><meta charset=utf-8><meta http-equiv=refresh content=5>\
-         <title>agentfs</title>{STYLE}</head><body><h1>agentfs router</h1>\
-         <p>Port {port} · pid {pid} · listening on {addrs} · <a href=\"/api/routes\">/api/routes</a></p>{routes}{originals}{starting}\
-         </body></html>\n",
+/// The cards for `table`, built off the runtime's threads (they probe and read files).
+async fn content(shared: &Shared, table: &Table) -> Content {
+    let view = shared.routes_view(table);
+    let now = agentfs_registry::liveness::now_ms();
+    tokio::task::spawn_blocking(move || dashboard_view::content(&view, now))
+        .await
+        .unwrap_or_else(|_| Content { summary: String::new(), cards: Vec::new() })
+}
+
+fn page(shared: &Shared, c: Content) -> Response<Body> {
+    let cards: String = c.cards.iter().map(|c| c.html.as_str()).collect();
+    let sockets = if shared.inherited { "passed by the system" } else { "bound by the router" };
+    let main = format!(
+        "<h1>Apps</h1><p id=summary class=muted aria-live=polite>{summary}</p><div id=cards>{cards}</div>\
+         <details><summary>Router</summary><dl><dt>Port</dt><dd>{port}</dd><dt>Pid</dt><dd>{pid}</dd>\
+         <dt>Listening</dt><dd>{addrs} ({sockets})</dd><dt>Data</dt><dd><a href=\"/api/routes\">/api/routes</a> · \
+         <a href=\"/api/events\">/api/events</a></dd></dl></details>",
+        summary = escape(&c.summary),
         port = shared.port,
         pid = std::process::id(),
         addrs = escape(&shared.listening.join(", ")),
-        routes = routes_html(&shared.routes_view(table)),
-        starting = starting_html(table),
-        originals = originals_html(shared, table),
     );
+    let dash = shared.dashboard_url();
+    let html = Layout { title: "agentfs", dashboard: &dash, main, refresh: None, script: Some(SCRIPT) }.render();
     respond(html.into_bytes(), "text/html; charset=utf-8")
 }
 
-fn starting_html(table: &Table) -> String {
-    let s = &table.view().starting;
-    if s.is_empty() {
-        return String::new();
-    }
-    let items: Vec<String> = s
-        .iter()
-        .map(|w| format!("<li>{} ({}) · wrapper pid {}</li>", escape(&w.app), escape(&w.instance), w.wrapper_pid))
-        .collect();
-    format!("<h2>Starting</h2><ul>{}</ul>", items.join(""))
-}
+/// The page's script: swap in changed cards by key and version, in order;
+/// copy buttons.
+const SCRIPT: &str = "document.documentElement.classList.add('js');\
+const box=document.getElementById('cards'),sum=document.getElementById('summary');\
+function apply(d){const have=new Map([...box.children].map(e=>[e.dataset.key,e]));let prev=null;\
+for(const c of d.cards){let el=have.get(c.key);have.delete(c.key);\
+if(!el||el.dataset.v!==c.v){const t=document.createElement('template');t.innerHTML=c.html;\
+const n=t.content.firstElementChild;if(el)el.replaceWith(n);el=n;}\
+const want=prev?prev.nextElementSibling:box.firstElementChild;if(want!==el)box.insertBefore(el,want);prev=el;}\
+for(const e of have.values())e.remove();if(sum.textContent!==d.summary)sum.textContent=d.summary;}\
+if(window.EventSource){const es=new EventSource('/api/events');es.onmessage=e=>{apply(JSON.parse(e.data));document.documentElement.dataset.live='1';};}\
+box.addEventListener('click',e=>{const b=e.target.closest('button[data-copy]');if(!b||!navigator.clipboard)return;\
+navigator.clipboard.writeText(b.dataset.copy).then(()=>{b.textContent='copied';setTimeout(()=>b.textContent='copy',1500);});});";
 
-/// `localhost:5173 → main.shop` per original port, or why it is not mirrored.
-fn originals_html(shared: &Shared, table: &Table) -> String {
-    let ports = shared.originals.view(table);
-    if ports.is_empty() {
-        return String::new();
-    }
-    let items: Vec<String> = ports
-        .iter()
-        .map(|o| match &o.reason {
-            None => format!("<li>localhost:{} → {}</li>", o.port, escape(&o.answers)),
-            Some(why) => format!("<li>localhost:{} not mirrored ({})</li>", o.port, escape(why)),
-        })
-        .collect();
-    format!("<h2>Original ports</h2><ul>{}</ul>", items.join(""))
+/// `GET /api/events`: `data: <Content as JSON>` now and on every change,
+/// until the client goes or the router stops.
+fn events(shared: Arc<Shared>) -> Response<Body> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    tokio::spawn(async move {
+        let mut changes = shared.subscribe();
+        let mut last = String::new();
+        let mut recheck = tokio::time::interval(RECHECK);
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        if tx.send(Bytes::from_static(b"retry: 1000\n\n")).await.is_err() {
+            return;
+        }
+        loop {
+            let table = arc_swap::Guard::into_inner(shared.table());
+            let json = serde_json::to_string(&content(&shared, &table).await).unwrap_or_default();
+            if json != last && tx.send(Bytes::from(format!("data: {json}\n\n"))).await.is_err() {
+                return;
+            }
+            last = json;
+            tokio::select! {
+                r = changes.changed() => if r.is_err() { return },
+                _ = recheck.tick() => {}
+                _ = heartbeat.tick() => if tx.send(Bytes::from_static(b": ping\n\n")).await.is_err() { return },
+                _ = tx.closed() => return,
+                _ = shared.stopped() => return,
+            }
+        }
+    });
+    let mut res = Response::new(crate::body::channel(rx));
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    res
 }
 
 fn respond(bytes: Vec<u8>, ctype: &'static str) -> Response<Body> {

@@ -14,7 +14,9 @@
 //! upstream connections over `stream`) → `proxy` (forward, stream) /
 //! `tunnel` (upgrades; `connect`: WebSockets over h2 bridged to the
 //! HTTP/1.1 handshake), with `headers` (hop-by-hop, X-Forwarded-*, hop
-//! count), `answers` (the router's own 4xx/5xx), `dashboard` and `body`.
+//! count), `answers` (the router's own 4xx/5xx; worded per case in `replies`;
+//! one HTML layout with the dashboard in `page`), `dashboard` (the page, its
+//! live event stream; its cards in `dashboard_view`) and `body`.
 //! `lean` serves plain HTTP/1.1 requests through the same phases without
 //! hyper, and hands a connection to the path above at its first request
 //! that is anything else.
@@ -41,6 +43,7 @@ mod body;
 mod connect;
 mod crashes;
 mod dashboard;
+mod dashboard_view;
 mod dirwatch;
 mod discovery;
 mod headers;
@@ -52,10 +55,12 @@ mod limits;
 mod listen;
 mod mgmt;
 mod original;
+mod page;
 mod pidwatch;
 mod pool;
 mod proxy;
 mod reaper;
+mod replies;
 mod server;
 mod shards;
 mod state;

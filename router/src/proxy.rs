@@ -11,7 +11,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, hea
 use hyper::body::Incoming;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::answers::{Answer, Format};
+use crate::answers::Format;
 use crate::body::{self, Body, RequestBody};
 use crate::connect;
 use crate::headers;
@@ -19,6 +19,7 @@ use crate::host::{Host, HostError};
 use crate::limits::Activity;
 use crate::original::{self, OnPort};
 use crate::pool::{self, ConnectError, Upstream};
+use crate::replies;
 use crate::state::Shared;
 use crate::table::{Lookup, ReplicaSet, Table};
 use crate::{dashboard, tunnel};
@@ -46,14 +47,16 @@ pub async fn handle(req: Request<Incoming>, cx: Arc<ConnCtx>) -> Result<Response
 
 async fn route(req: Request<Incoming>, cx: Arc<ConnCtx>) -> Response<Body> {
     let resolved = match (cx.original, Host::of_request(&req)) {
-        (_, Err(HostError::Duplicate)) => return host_error(HostError::Duplicate, Format::of(req.headers())),
+        (_, Err(HostError::Duplicate)) => {
+            return replies::host_error(HostError::Duplicate, Format::of(req.headers()), &cx.shared.dashboard_url());
+        }
         (Some(port), _) => on_original_port(&cx.shared, port, &req),
         (None, Ok(host)) => resolve(&cx.shared, &host, &req).await,
-        (None, Err(e)) => return host_error(e, Format::of(req.headers())),
+        (None, Err(e)) => return replies::host_error(e, Format::of(req.headers()), &cx.shared.dashboard_url()),
     };
     let set = match resolved {
         Resolved::Set(set) => set,
-        Resolved::Dashboard(table) => return dashboard::serve(&req, &table, &cx.shared),
+        Resolved::Dashboard(table) => return dashboard::serve(&req, &table, &cx.shared).await,
         Resolved::Answer(res) => return res,
     };
     forward(req, set, cx).await
@@ -66,11 +69,12 @@ fn on_original_port(shared: &Shared, port: u16, req: &Request<Incoming>) -> Reso
     let table = shared.table();
     match original::resolve(&table, port, host, header(header::ORIGIN), header(header::REFERER)) {
         OnPort::Route(set) => Resolved::Set(set.clone()),
-        OnPort::Error(e) => Resolved::Answer(host_error(e, Format::of(req.headers()))),
+        OnPort::Error(e) => {
+            Resolved::Answer(replies::host_error(e, Format::of(req.headers()), &shared.dashboard_url()))
+        }
         OnPort::Unknown => {
-            let message = format!("no running app answers to {host} on its port {port}");
-            let answer = Answer { status: StatusCode::NOT_FOUND, title: "unknown host", message, routes: None };
-            Resolved::Answer(answer.render(Format::of(req.headers())))
+            let fmt = Format::of(req.headers());
+            Resolved::Answer(replies::unknown_on_original_port(host, port, fmt, &shared.dashboard_url()))
         }
     }
 }
@@ -100,10 +104,15 @@ fn lookup<B>(shared: &Shared, host: &Host<'_>, req: &Request<B>) -> Step {
     match table.resolve(host) {
         Lookup::Route(set) => Step::Done(Resolved::Set(set.clone())),
         Lookup::Dashboard => Step::Done(Resolved::Dashboard(arc_swap::Guard::into_inner(table))),
-        Lookup::Unknown => Step::Done(Resolved::Answer(not_found(host, shared, &table, req))),
+        Lookup::Unknown => {
+            let routes = shared.routes_view(&table);
+            let fmt = Format::of(req.headers());
+            Step::Done(Resolved::Answer(replies::not_found(host, &routes, fmt, &shared.dashboard_url())))
+        }
         Lookup::Crashed(w, down, crash) => {
             let who = format!("{} ({})", w.app, w.instance);
-            Step::Done(Resolved::Answer(crate::crashes::answer(&who, down, crash, Format::of(req.headers()))))
+            let fmt = Format::of(req.headers());
+            Step::Done(Resolved::Answer(crate::crashes::answer(&who, down, crash, fmt, &shared.dashboard_url())))
         }
         Lookup::Starting(w) => Step::Wait {
             app: w.app.to_string(),
@@ -117,7 +126,12 @@ fn lookup<B>(shared: &Shared, host: &Host<'_>, req: &Request<B>) -> Step {
 /// has not listened yet.
 async fn wait_for_start<B>(shared: &Shared, host: &Host<'_>, req: &Request<B>) -> Resolved {
     let mut changes: Option<(tokio::sync::watch::Receiver<u64>, Waiting<'_>)> = None;
-    let deadline = tokio::time::Instant::now() + shared.config.start_wait;
+    // A browser gets the waiting page (which reloads itself) soon; other clients wait for the app.
+    let wait = match Format::of(req.headers()) {
+        Format::Html => shared.config.start_wait.min(BROWSER_START_WAIT),
+        _ => shared.config.start_wait,
+    };
+    let deadline = tokio::time::Instant::now() + wait;
     loop {
         let step = lookup(shared, host, req);
         let (app, instance, wrapper_pid) = match step {
@@ -134,10 +148,15 @@ async fn wait_for_start<B>(shared: &Shared, host: &Host<'_>, req: &Request<B>) -
             _ = shared.stopped() => true,
         };
         if give_up {
-            return Resolved::Answer(starting(&app, instance, wrapper_pid, req));
+            let who = instance.map_or_else(|| app.clone(), |i| format!("{app} ({i})"));
+            let fmt = Format::of(req.headers());
+            return Resolved::Answer(replies::starting(&who, wrapper_pid, fmt, &shared.dashboard_url()));
         }
     }
 }
+
+/// How long a page load waits for a starting app before it gets the 503 page that reloads itself.
+const BROWSER_START_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Counts a request in [`Shared::waiting`] while it lives.
 struct Waiting<'a>(&'a Shared);
@@ -159,15 +178,11 @@ impl Drop for Waiting<'_> {
 async fn forward(mut req: Request<Incoming>, mut set: Arc<ReplicaSet>, cx: Arc<ConnCtx>) -> Response<Body> {
     let hops = headers::hops(req.headers());
     if hops >= headers::MAX_HOPS {
-        let message = format!("{} has passed through {hops} routers: a route points back at the router", set.what);
-        return Answer { status: StatusCode::LOOP_DETECTED, title: "loop detected", message, routes: None }
-            .render(Format::of(req.headers()));
+        return replies::loop_detected(&set, hops, Format::of(req.headers()), &cx.shared.dashboard_url());
     }
     let h2_websocket = connect::is_websocket(&req);
     if req.method() == Method::CONNECT && !h2_websocket {
-        let message = "the agentfs router is not a forward proxy".to_owned();
-        return Answer { status: StatusCode::METHOD_NOT_ALLOWED, title: "CONNECT not allowed", message, routes: None }
-            .render(Format::of(req.headers()));
+        return replies::connect_not_allowed(Format::of(req.headers()), &cx.shared.dashboard_url());
     }
     // Only needed if every replica fails: the request is gone by then.
     let fmt = Format::of(req.headers());
@@ -197,21 +212,25 @@ async fn forward(mut req: Request<Incoming>, mut set: Arc<ReplicaSet>, cx: Arc<C
                     failures.push((up.target.to_string(), e.to_string()));
                     req = back;
                 }
-                Err(SendError::Failed(_)) if client_fault.happened() => return bad_request_body(fmt),
+                Err(SendError::Failed(_)) if client_fault.happened() => {
+                    return replies::bad_request_body(fmt, &cx.shared.dashboard_url());
+                }
                 Err(SendError::Failed(e)) => {
                     failures.push((up.target.to_string(), format!("the app failed to answer: {e}")));
-                    return bad_gateway(&set, &failures, fmt);
+                    return replies::bad_gateway(&set, &failures, fmt, &cx.shared.dashboard_url());
                 }
             }
         }
         let failures = first.get_or_insert(failures);
         if !vanished || failures.is_empty() || again == RESOLVE_AGAIN || cx.original.is_some() {
-            return bad_gateway(&set, failures, fmt);
+            return replies::bad_gateway(&set, failures, fmt, &cx.shared.dashboard_url());
         }
         set = match Box::pin(resolve_again(&cx.shared, &req)).await {
             Some(Resolved::Set(s)) => s,
             Some(Resolved::Answer(res)) => return res,
-            Some(Resolved::Dashboard(_)) | None => return bad_gateway(&set, failures, fmt),
+            Some(Resolved::Dashboard(_)) | None => {
+                return replies::bad_gateway(&set, failures, fmt, &cx.shared.dashboard_url());
+            }
         };
         again += 1;
     }
@@ -320,7 +339,7 @@ fn respond(
     if switching {
         let Some(client) = client_upgrade else {
             let failure = [(set.what.clone(), "the app switched protocols without being asked".to_owned())];
-            return bad_gateway(set, &failure, fmt);
+            return replies::bad_gateway(set, &failure, fmt, &cx.shared.dashboard_url());
         };
         let app = hyper::upgrade::on(&mut res);
         tokio::spawn(tunnel::run(client.on, app, cx));
@@ -335,50 +354,4 @@ fn respond(
         }
     }
     res.map(|b| body::stream(b, conn))
-}
-
-fn host_error(e: HostError, fmt: Format) -> Response<Body> {
-    let (status, title, message) = match e {
-        HostError::Missing => (StatusCode::BAD_REQUEST, "missing Host", "the request names no host".to_owned()),
-        HostError::Duplicate => {
-            (StatusCode::BAD_REQUEST, "two Host headers", "the request has more than one Host header".to_owned())
-        }
-        HostError::Malformed(h) => (StatusCode::BAD_REQUEST, "bad Host", format!("{h:?} is not a valid host name")),
-        HostError::Misdirected(h) => (
-            StatusCode::MISDIRECTED_REQUEST,
-            "not a localhost name",
-            format!("{h:?} is not localhost or a name under .localhost; the agentfs router only serves those"),
-        ),
-    };
-    Answer { status, title, message, routes: None }.render(fmt)
-}
-
-/// The 404 for an unknown host, listing the routes (`https://` once trusted, as the dashboard does).
-fn not_found<B>(host: &Host<'_>, shared: &Shared, table: &Table, req: &Request<B>) -> Response<Body> {
-    let message = format!("no running app answers to {}", host.name());
-    let routes = shared.routes_view(table);
-    Answer { status: StatusCode::NOT_FOUND, title: "unknown host", message, routes: Some(&routes) }
-        .render(Format::of(req.headers()))
-}
-
-fn starting<B>(app: &str, instance: Option<String>, wrapper_pid: u32, req: &Request<B>) -> Response<Body> {
-    let who = instance.map_or_else(|| app.to_owned(), |i| format!("{app} ({i})"));
-    let message = format!("{who} is starting (agentfs wrap pid {wrapper_pid}) but has not listened yet; retry soon");
-    let mut res = Answer { status: StatusCode::SERVICE_UNAVAILABLE, title: "app starting", message, routes: None }
-        .render(Format::of(req.headers()));
-    res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
-    res
-}
-
-/// The client's body broke while it was passed on (bad chunking): the
-/// client's fault, whatever the app made of the part it got.
-fn bad_request_body(fmt: Format) -> Response<Body> {
-    let message = "the request body is malformed (bad chunked encoding, or cut short)".to_owned();
-    Answer { status: StatusCode::BAD_REQUEST, title: "malformed body", message, routes: None }.render(fmt)
-}
-
-fn bad_gateway(set: &ReplicaSet, failures: &[(String, String)], fmt: Format) -> Response<Body> {
-    let tried: Vec<String> = failures.iter().map(|(t, why)| format!("{t}: {why}")).collect();
-    let message = format!("{} is not answering. Tried {}", set.what, tried.join("; "));
-    Answer { status: StatusCode::BAD_GATEWAY, title: "app not answering", message, routes: None }.render(fmt)
 }

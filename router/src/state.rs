@@ -69,6 +69,12 @@ impl Shared {
         view
     }
 
+    /// The dashboard's URL (`http://localhost:7355/`), linked from every page.
+    pub fn dashboard_url(&self) -> String {
+        let https = self.port != 80 && agentfs_registry::trusted::is_trusted(&self.config.home);
+        format!("{}/", agentfs_registry::names::Origin { https, port: self.port }.url("localhost"))
+    }
+
     /// The current table (lock-free).
     pub fn table(&self) -> arc_swap::Guard<Arc<Table>> {
         self.table.load()

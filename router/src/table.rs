@@ -306,6 +306,8 @@ impl Table {
                 instance: w.instance.to_string(),
                 wrapper_pid: w.wrapper_pid,
                 crashed: None,
+                cwd: Some(w.cwd.clone()),
+                started_at_ms: w.started_at_ms,
             })
             .collect();
         RoutesView { apps, static_routes, starting, original_ports: Vec::new() }
@@ -376,6 +378,11 @@ fn instance_view(app: &Label, i: &InstanceRoutes, default: bool, router_port: u1
         .flat_map(|s| s.upstreams.iter().filter_map(|u| u.listener.as_ref().map(|l| l.started_at_ms)))
         .min()
         .unwrap_or(0);
+    let cwd = i
+        .ports
+        .values()
+        .flat_map(|s| s.upstreams.iter())
+        .find_map(|u| Some(u.listener.as_ref()?.sidecar.as_ref()?.cwd.clone()));
     InstanceView {
         instance: i.label.to_string(),
         default,
@@ -383,6 +390,7 @@ fn instance_view(app: &Label, i: &InstanceRoutes, default: bool, router_port: u1
         primary_port: i.primary_port,
         started_at_ms,
         ports,
+        cwd,
     }
 }
 

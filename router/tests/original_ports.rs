@@ -66,7 +66,7 @@ async fn localhost_port_answers_the_first_holder_then_the_next_then_nobody() {
     assert_eq!(get_on(p, &format!("localhost:{p}"), &referer).await.1, b.stem, "by Referer");
     assert_eq!(get_on(p, "evil.com", "").await.0, "421");
     let page = support::http::get(r.port, "localhost", "/", &[("accept", "text/html")]).await.body;
-    assert!(page.contains(&format!("localhost:{p} → a.app")), "the dashboard says it: {page}");
+    assert!(page.contains(&format!("<code>localhost:{p}</code> → a.app")), "the dashboard says it: {page}");
 
     gone(&env, &a);
     wait_for_tag(p, &format!("localhost:{p}"), &b.stem, Duration::from_secs(1)).await;

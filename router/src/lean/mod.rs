@@ -341,8 +341,9 @@ impl<S: ClientIo> Conn<'_, S> {
     /// The router's 502 for an app that answered something it cannot pass on.
     async fn bad_gateway(&mut self, plan: &Plan, why: &str) -> Served {
         let message = format!("{} sent a response the router cannot pass on: {why}", plan.set.what);
-        let answer =
-            Answer { status: StatusCode::BAD_GATEWAY, title: "bad response from the app", message, routes: None };
+        let next = "The app broke HTTP/1.1 framing; its terminal may say why. Other requests are not affected.";
+        let dash = self.shared.dashboard_url();
+        let answer = Answer::new(StatusCode::BAD_GATEWAY, "bad response from the app", message, &dash).next(next);
         let _ = send(&mut self.client, &answer.to_http1(plan.format)).await;
         Served::Close
     }

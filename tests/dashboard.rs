@@ -1,0 +1,117 @@
+//! The dashboard and the router's error pages in a real browser (headless
+//! Chromium driven by Playwright for Python: `fixtures/dashboard_browser.py`
+//! says what it checks): live cards without a reload, "down" and "crashed"
+//! told by the router, no JavaScript needed, a link home and no horizontal
+//! overflow on every page; screenshots in `target/artifacts/dashboard/`.
+//! Also the favicon, the event stream's format, and `agentfs open`.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::*;
+
+/// Where `pip install --user` put Playwright (a test's own HOME would hide it).
+fn python_user_base() -> String {
+    let out = Command::new("python3").args(["-m", "site", "--user-base"]).output().expect("python3 runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn artifacts() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/artifacts/dashboard")
+}
+
+#[test]
+fn the_dashboard_is_live_and_every_page_says_what_to_do_in_a_real_browser() {
+    let env = Env::new("dash-browser");
+    let work = TempDir::new("dash-browser");
+    let mut c = Command::new("python3");
+    clean_env(&mut c);
+    c.arg(fixture("dashboard_browser.py"))
+        .arg(agentfs())
+        .arg(env.port.to_string())
+        .arg(work.path())
+        .arg(artifacts())
+        .env("AGENTFS_HOME", env.home.path())
+        .env("AGENTFS_HTTP_PORT", env.port.to_string())
+        .env("PYTHONUSERBASE", python_user_base())
+        .env("PYTHONUNBUFFERED", "1");
+    let mut p = Proc::spawn(c);
+    let status = p.wait(Duration::from_secs(240));
+    assert!(status.success(), "dashboard_browser.py failed ({status}): {}", p.output());
+    let seen: Value = serde_json::from_str(p.stdout().trim()).unwrap_or_else(|e| panic!("{e}: {}", p.output()));
+    assert_eq!((&seen["/favicon.ico"], &seen["/favicon.svg"]), (&200.into(), &200.into()), "{seen}");
+    for name in ["dashboard", "404", "502", "503", "421", "508"] {
+        for shot in ["light-1280", "light-390", "dark-1280", "dark-390"] {
+            let file = artifacts().join(format!("{name}-{shot}.png"));
+            assert!(std::fs::metadata(&file).is_ok_and(|m| m.len() > 1000), "no screenshot {}", file.display());
+        }
+    }
+}
+
+/// `GET /api/events` is an event stream: the cards now, and again when an instance starts.
+#[test]
+fn the_event_stream_sends_the_cards_and_their_changes() {
+    let env = Env::new("dash-events");
+    assert_eq!(env.run(&["router", "start"]).code, Some(0));
+    let mut s = TcpStream::connect(("127.0.0.1", env.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(b"GET /api/events HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n").unwrap();
+    let mut r = BufReader::new(s);
+    let mut next_data = || loop {
+        let mut line = String::new();
+        assert!(r.read_line(&mut line).unwrap() > 0, "the stream ended");
+        if let Some(json) = line.strip_prefix("data: ") {
+            return serde_json::from_str::<Value>(json).unwrap();
+        }
+        assert!(!line.contains("HTTP/1.1") || line.contains("200"), "{line}");
+    };
+    let first = next_data();
+    assert_eq!(first["cards"][0]["key"], "empty", "{first}");
+    let dir = TempDir::new("dash-events-app");
+    let args = ["--name", "shop", "--instance", "main", "--", "python3", "-m", "http.server", "8000"];
+    let _app = wrap_in(&env, dir.path(), &args);
+    let mut keys = Vec::new();
+    let changed = loop {
+        let d = next_data();
+        keys.push(d["cards"][0]["key"].clone());
+        if d["cards"][0]["key"] == "i/shop/main" {
+            break d;
+        }
+        assert!(keys.len() < 5, "no live card: {keys:?}");
+    };
+    assert!(changed["cards"][0]["html"].as_str().unwrap().contains("badge live"), "{changed}");
+}
+
+/// `agentfs open` hands the instance's URL (or the dashboard's) to $BROWSER.
+#[test]
+fn open_hands_the_url_to_the_browser() {
+    let env = Env::new("open");
+    let work = TempDir::new("open");
+    let browser = work.path().join("browser");
+    let opened = work.path().join("opened");
+    std::fs::write(&browser, format!("#!/bin/sh\necho \"$1\" >> {}\n", opened.display())).unwrap();
+    Command::new("chmod").arg("+x").arg(&browser).status().unwrap();
+    let b = browser.display().to_string();
+    let args = ["--name", "shop", "--instance", "main", "--", "python3", "-m", "http.server", "8000"];
+    let _app = wrap_in(&env, work.path(), &args);
+    env.wait_routed("main.shop.localhost", Duration::from_secs(20));
+    let r = env.run_with(&["open", "main.shop"], &[("BROWSER", &b)]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    let r = env.run_with(&["open"], &[("BROWSER", &b)]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    let urls = std::fs::read_to_string(&opened).unwrap();
+    let p = env.port;
+    assert_eq!(
+        urls,
+        format!("http://main.shop.localhost:{p}\nhttp://localhost:{p}/\n"),
+        "here runs nothing: the dashboard"
+    );
+    let bad = env.run_with(&["open", "nope.shop"], &[("BROWSER", &b)]);
+    assert!(bad.code == Some(1) && bad.stderr.lines().count() == 1, "{bad:?}");
+}
