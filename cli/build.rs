@@ -4,7 +4,8 @@
 //! directory by a nested cargo, so the outer build's lock is never touched.
 //!
 //! `AGENTFS_SHIM_PREBUILT=<path>` embeds a shim built elsewhere (used by the
-//! macOS cross-check, which links it with cargo-zigbuild).
+//! macOS cross-check and the release script, which link it with
+//! cargo-zigbuild). It also records the commit `agentfs --version` prints.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -31,6 +32,37 @@ fn main() {
     std::fs::copy(&built, &embedded).unwrap_or_else(|e| panic!("cannot copy the shim from {}: {e}", built.display()));
     println!("cargo:rustc-env=AGENTFS_SHIM_BUILT={}", embedded.display());
     println!("cargo:rustc-env=AGENTFS_SHIM_FILE={file}");
+    println!("cargo:rustc-env=AGENTFS_COMMIT={}", commit(&workspace));
+    // A release names its own version (scripts/release.sh), else the crate's.
+    println!("cargo:rerun-if-env-changed=AGENTFS_RELEASE_VERSION");
+    let version = env::var("AGENTFS_RELEASE_VERSION").ok().filter(|v| !v.trim().is_empty());
+    let version = version.unwrap_or_else(|| env::var("CARGO_PKG_VERSION").expect("cargo sets CARGO_PKG_VERSION"));
+    println!("cargo:rustc-env=AGENTFS_VERSION={version}");
+}
+
+/// The commit `--version` names: `$AGENTFS_COMMIT` (a release built outside
+/// git), else git's short hash of HEAD (`+dirty` with uncommitted changes
+/// to tracked files), else `unknown`.
+fn commit(workspace: &Path) -> String {
+    println!("cargo:rerun-if-env-changed=AGENTFS_COMMIT");
+    if let Some(c) = env::var("AGENTFS_COMMIT").ok().filter(|c| !c.trim().is_empty()) {
+        return c.trim().to_owned();
+    }
+    let git = |args: &[&str]| {
+        let out = Command::new("git").arg("-C").arg(workspace).args(args).output().ok()?;
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    let Some(hash) = git(&["rev-parse", "--short=12", "HEAD"]) else { return "unknown".to_owned() };
+    if let Some(dir) = git(&["rev-parse", "--absolute-git-dir"]) {
+        // A new commit or checkout changes HEAD, its branch's ref or packed-refs.
+        println!("cargo:rerun-if-changed={dir}/HEAD");
+        println!("cargo:rerun-if-changed={dir}/packed-refs");
+        if let Some(r) = git(&["symbolic-ref", "-q", "HEAD"]) {
+            println!("cargo:rerun-if-changed={dir}/{r}");
+        }
+    }
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    if dirty { format!("{hash}+dirty") } else { hash }
 }
 
 fn build_shim(workspace: &Path, out: &Path, target: &str, file: &str) -> PathBuf {

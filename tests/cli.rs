@@ -343,3 +343,18 @@ fn install_dry_run_prints_the_units_and_writes_nothing() {
     let out = Command::new("python3").args(["-c", check]).arg(&plist).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n", "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// `agentfs --version`: the version and the commit it was built from.
+#[test]
+fn version_names_the_commit() {
+    let env = Env::new("version");
+    let v = env.run(&["--version"]);
+    assert_eq!(v.code, Some(0), "{v:?}");
+    let line = v.stdout.trim();
+    let head = Command::new("git").args(["rev-parse", "--short=12", "HEAD"]).output().unwrap();
+    let head = String::from_utf8_lossy(&head.stdout).trim().to_owned();
+    let (version, commit) = line.strip_prefix("agentfs ").and_then(|r| r.split_once(' ')).expect(line);
+    assert_eq!(version, env!("CARGO_PKG_VERSION"), "{line}");
+    let commit = commit.trim_start_matches('(').trim_end_matches(')');
+    assert!(commit == head || commit == format!("{head}+dirty"), "{line} does not name {head}");
+}

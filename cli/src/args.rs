@@ -5,10 +5,13 @@ use std::ffi::OsString;
 
 use clap::{Args, Parser, Subcommand};
 
+/// `agentfs --version`: the version and the commit it was built from.
+pub const VERSION: &str = concat!(env!("AGENTFS_VERSION"), " (", env!("AGENTFS_COMMIT"), ")");
+
 #[derive(Debug, Parser)]
 #[command(
     name = "agentfs",
-    version,
+    version = VERSION,
     about = "Run several copies of one web app at once, each at its own http://<instance>.<app>.localhost",
     long_about = "Run several copies of one web app at once, each at its own http://<instance>.<app>.localhost.\n\n\
         `agentfs wrap -- CMD` loads a shim into CMD that turns its TCP listeners into Unix sockets under \

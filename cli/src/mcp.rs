@@ -141,7 +141,7 @@ pub struct LogLines {
 impl ServerHandler for Agentfs {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(Implementation::new("agentfs", env!("CARGO_PKG_VERSION")))
+            .with_server_info(Implementation::new("agentfs", env!("AGENTFS_VERSION")))
             .with_instructions(INSTRUCTIONS)
     }
 }
