@@ -193,22 +193,33 @@ fn uptime(ms: u64) -> String {
     }
 }
 
-/// Whether a static route's target accepts a connection now.
+/// Whether a static route's target accepts a connection now; if not, why, in words.
 fn probe(target: &str) -> Result<(), String> {
     let wait = Duration::from_millis(300);
     if target.starts_with('/') {
-        return std::os::unix::net::UnixStream::connect(target).map(drop).map_err(|e| e.to_string());
+        return std::os::unix::net::UnixStream::connect(target).map(drop).map_err(|e| why_down(&e));
     }
     use std::net::ToSocketAddrs;
-    let addrs = target.to_socket_addrs().map_err(|e| e.to_string())?;
+    let addrs = target.to_socket_addrs().map_err(|e| format!("cannot resolve it: {e}"))?;
     let mut last = "no address".to_owned();
     for a in addrs {
         match std::net::TcpStream::connect_timeout(&a, wait) {
             Ok(_) => return Ok(()),
-            Err(e) => last = e.to_string(),
+            Err(e) => last = why_down(&e),
         }
     }
     Err(last)
+}
+
+fn why_down(e: &std::io::Error) -> String {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::NotFound => "no socket there".into(),
+        K::ConnectionRefused => "nothing listens there".into(),
+        K::TimedOut | K::WouldBlock => "no answer within 300 ms".into(),
+        K::PermissionDenied => "not allowed to connect".into(),
+        _ => e.to_string(),
+    }
 }
 
 /// The branch checked out where `dir` is (or a short commit when detached).
@@ -254,7 +265,7 @@ mod tests {
             target: "/nonexistent/x.sock".into(),
         };
         let c = static_card(&s);
-        assert!(c.html.contains("badge down") && c.html.contains("No such file"), "{}", c.html);
+        assert!(c.html.contains("badge down") && c.html.contains("(no socket there)"), "{}", c.html);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use tokio::net::{TcpStream, UnixStream};
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     /// Nothing listens there (ECONNREFUSED) or the socket file is gone.
-    #[error("{0}")]
+    #[error("{}", gone_words(.0))]
     Gone(io::Error),
     /// The app's listen queue stayed full (see [`BUSY_WAIT`]).
     #[error("its listen queue stayed full: {0}")]
@@ -27,6 +27,14 @@ pub enum ConnectError {
     Io(io::Error),
     #[error("HTTP handshake failed: {0}")]
     Handshake(hyper::Error),
+}
+
+/// A vanished listener in words, not an OS error code (pages show this).
+fn gone_words(e: &io::Error) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::NotFound => "the socket file is gone (the app exited or closed it)",
+        _ => "nothing listens there (connection refused): the app exited or stopped listening",
+    }
 }
 
 impl ConnectError {
