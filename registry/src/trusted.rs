@@ -83,9 +83,11 @@ fn current_digest(pem: &Path) -> Option<String> {
     safefile::read_small(pem, FILE_CAP).ok().map(|b| root_digest(&b))
 }
 
-/// How URLs of the router on `port` are written for `home`.
+/// How URLs of the router on `port` are written for `home`: `https://` once
+/// the CA is trusted, except on port 80, whose URLs carry no port (TLS there
+/// would need `:80`), as the router's own views do.
 pub fn origin(home: &Home, port: u16) -> Origin {
-    Origin { https: is_trusted(home), port }
+    Origin { https: port != 80 && is_trusted(home), port }
 }
 
 #[cfg(test)]
@@ -106,6 +108,7 @@ mod tests {
         assert_eq!(read(&home).as_ref(), Some(&record));
         assert!(is_trusted(&home));
         assert_eq!(origin(&home, 7355).url("shop.localhost"), "https://shop.localhost:7355");
+        assert_eq!(origin(&home, 80).url("shop.localhost"), "http://shop.localhost", "port 80 stays plain");
         std::fs::write(root_pem(&home), "root two").unwrap();
         assert!(!is_trusted(&home), "a new root is not trusted");
         write(&home, &TrustRecord { stores: vec![], root: root_digest(b"root two"), ..record }).unwrap();
