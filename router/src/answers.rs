@@ -3,6 +3,9 @@
 //! application/json`, plain text otherwise. A 404 lists the live apps so a
 //! person who mistyped a name sees the right one.
 
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use serde_json::json;
 
@@ -78,7 +81,7 @@ impl<'a> Answer<'a> {
 
     /// The response in `fmt`, logged (the router's own 4xx/5xx for a host).
     pub fn render(&self, fmt: Format) -> Response<Body> {
-        tracing::info!(status = self.status.as_u16(), error = self.title, message = %self.message, "answered");
+        self.log();
         let (ctype, bytes) = self.body(fmt);
         let mut res = Response::new(full(bytes));
         *res.status_mut() = self.status;
@@ -90,7 +93,7 @@ impl<'a> Answer<'a> {
     /// The answer as a whole HTTP/1.1 response that closes the connection
     /// (for the lean path, which writes bytes, not `Response`s).
     pub fn to_http1(&self, fmt: Format) -> Vec<u8> {
-        tracing::info!(status = self.status.as_u16(), error = self.title, message = %self.message, "answered");
+        self.log();
         let (ctype, body) = self.body(fmt);
         let reason = self.status.canonical_reason().unwrap_or_default();
         let mut out = format!(
@@ -101,6 +104,27 @@ impl<'a> Answer<'a> {
         .into_bytes();
         out.extend_from_slice(&body);
         out
+    }
+
+    /// One info line per answer (the message names the host and the target);
+    /// the same answer once a second at most, and at most 50 lines a second,
+    /// so a client retrying in a loop does not flood the log.
+    fn log(&self) {
+        use std::hash::{Hash, Hasher};
+        static RECENT: Mutex<Vec<(u64, Instant)>> = Mutex::new(Vec::new());
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (self.status.as_u16(), &self.message).hash(&mut h);
+        let (key, now) = (h.finish(), Instant::now());
+        {
+            let mut recent = RECENT.lock().unwrap_or_else(|p| p.into_inner());
+            recent.retain(|(_, t)| now.saturating_duration_since(*t) < Duration::from_secs(1));
+            if recent.len() >= 50 || recent.iter().any(|(k, _)| *k == key) {
+                return;
+            }
+            recent.push((key, now));
+        }
+        let (status, error) = (self.status.as_u16(), self.title);
+        tracing::info!(status, error, message = %self.message, "answered");
     }
 
     /// Content type and bytes of the body in `fmt`.

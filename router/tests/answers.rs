@@ -123,6 +123,7 @@ async fn a_start_that_never_listens_gets_503_and_a_dead_wrapper_404() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_that_does_not_answer_gets_502_naming_the_socket() {
+    support::logs::capture();
     let env = Env::new("502");
     let a = app::start(&env.home, Spec::new("shop", "main", 3000, 10)).await;
     let r = Router::start(env.config()).await;
@@ -131,6 +132,8 @@ async fn an_app_that_does_not_answer_gets_502_naming_the_socket() {
     let got = get(r.port, "shop.localhost", "/", &[]).await;
     assert_eq!(got.status, 502, "{}", got.body);
     assert!(got.body.contains(&sock) && got.body.contains("refused"), "{}", got.body);
+    let logged = support::logs::lines_with(&sock);
+    assert!(logged.iter().any(|l| l.contains("answered") && l.contains("status=502")), "the 502 is logged: {logged:?}");
     r.stop().await.unwrap();
 }
 
