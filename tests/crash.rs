@@ -35,10 +35,19 @@ fn kill(pid: u32, sig: i32) {
 /// after it "without closing its socket" until the wrapper has recorded the
 /// exit); returns that answer and when.
 fn crash_page(env: &Env, host: &str, wanted: &str) -> (Response, Instant) {
-    wait_for(&format!("{host} to answer {wanted:?}"), START, || {
-        let r = env.get(host, "/").ok()?;
-        r.body.contains(wanted).then(|| (r, Instant::now()))
-    })
+    let deadline = Instant::now() + START;
+    loop {
+        let r = env.get(host, "/");
+        match &r {
+            Ok(r) if r.body.contains(wanted) => return (r.clone(), Instant::now()),
+            _ if Instant::now() > deadline => {
+                let log = std::fs::read_to_string(env.home.path().join("logs/router.log")).unwrap_or_default();
+                let ps = env.run(&["ps"]).stdout;
+                panic!("{host} did not answer {wanted:?} within {START:?}; last: {r:?}\nps:\n{ps}\nrouter log:\n{log}");
+            }
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
 }
 
 /// A daemonised listener (adopted and reaped by its wrapper, which records

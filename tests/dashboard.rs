@@ -9,6 +9,7 @@ mod support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -114,4 +115,80 @@ fn open_hands_the_url_to_the_browser() {
     );
     let bad = env.run_with(&["open", "nope.shop"], &[("BROWSER", &b)]);
     assert!(bad.code == Some(1) && bad.stderr.lines().count() == 1, "{bad:?}");
+}
+
+/// `POST /api/stop/<instance>.<app>`: refused without the page's token, from
+/// another origin or site; with them, it stops the instance as `agentfs down` does.
+#[test]
+fn the_stop_api_takes_only_the_dashboard_page_s_own_requests() {
+    let env = Env::new("dash-stop");
+    let dir = TempDir::new("dash-stop");
+    let args = ["--name", "shop", "--instance", "main", "--", "python3", "-m", "http.server", "8000"];
+    let mut app = wrap_in(&env, dir.path(), &args);
+    env.wait_routed("main.shop.localhost", Duration::from_secs(20));
+    let page = env.get("localhost", "/").unwrap().body;
+    let token = page.split("<meta name=agentfs-token content=").nth(1).and_then(|r| r.split('>').next());
+    let token = token.unwrap_or_else(|| panic!("no token in the page: {page}")).to_owned();
+    assert!(page.contains("data-stop=\"main.shop\""), "a stop button: {page}");
+    let host = format!("localhost:{}", env.port);
+    let origin = format!("http://{host}");
+    let post = |headers: &[(&str, &str)]| {
+        let mut extra = vec![("host", host.as_str())];
+        extra.extend_from_slice(headers);
+        post_tcp(env.port, "/api/stop/main.shop", &extra)
+    };
+    let refused = [
+        vec![("origin", origin.as_str())],
+        vec![("origin", "http://evil.localhost"), ("x-agentfs-token", token.as_str())],
+        vec![("x-agentfs-token", token.as_str())],
+        vec![("origin", origin.as_str()), ("x-agentfs-token", "0123"), ("sec-fetch-site", "same-origin")],
+        vec![("origin", origin.as_str()), ("x-agentfs-token", token.as_str()), ("sec-fetch-site", "cross-site")],
+    ];
+    for headers in &refused {
+        let (status, body) = post(headers);
+        assert_eq!(status, 403, "{headers:?}: {body}");
+    }
+    // Another user, with everything else right (only root can be another user here).
+    if std::fs::read_to_string("/proc/self/status").is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:\t0\t"))) {
+        let out = Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ])
+            .args(["-X", "POST", "-H", &format!("origin: {origin}"), "-H", &format!("x-agentfs-token: {token}")])
+            .arg(format!("http://{host}/api/stop/main.shop"))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "403", "uid 65534 is refused: {out:?}");
+    }
+    assert!(app.child.try_wait().unwrap().is_none(), "still running after the refused requests");
+    let (status, body) = post(&[("origin", &origin), ("x-agentfs-token", &token), ("sec-fetch-site", "same-origin")]);
+    assert_eq!(status, 202, "{body}");
+    let exit = app.wait(Duration::from_secs(20));
+    assert!(exit.code().is_some() || exit.signal().is_some(), "{exit:?}");
+    let (status, _) = post(&[("origin", &origin), ("x-agentfs-token", &token)]);
+    assert_eq!(status, 404, "stopped: nothing runs as main.shop");
+}
+
+/// A POST with no body and these headers; the status and the body.
+fn post_tcp(port: u16, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut req = format!("POST {path} HTTP/1.1\r\ncontent-length: 0\r\nconnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut s, &mut text).unwrap();
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, text)
 }

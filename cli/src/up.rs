@@ -201,24 +201,12 @@ pub fn down(target: Option<UrlTarget>) -> Result<ExitCode> {
     let home = Home::from_env()?;
     let (app, instance) = resolve(&home, target)?;
     let name = format!("{instance}.{app}");
-    let services = service::of(&home, &app, Some(&instance));
-    let mut waiting: Vec<u32> = Vec::new();
-    for s in &services {
-        if s.alive() {
-            sys::kill(s.pid, libc::SIGTERM);
-            waiting.push(s.pid);
-        } else {
-            service::remove(&home, s).with_context(|| format!("cannot remove {}", s.path(&home).display()))?;
-        }
-    }
-    let managed: Vec<u32> = services.iter().filter_map(|s| s.wrapper_pid).collect();
-    let snap = scan::scan_instance(&home.run_dir(), &app, &instance)
+    let (waiting, dead) = service::signal_stop(&home, &app, &instance)
         .with_context(|| format!("cannot read {}", home.run_dir().display()))?;
-    for w in snap.wrappers.iter().filter(|w| !managed.contains(&w.wrapper_pid) && liveness::pid_alive(w.wrapper_pid)) {
-        sys::kill(w.wrapper_pid, libc::SIGTERM);
-        waiting.push(w.wrapper_pid);
+    for s in &dead {
+        service::remove(&home, s).with_context(|| format!("cannot remove {}", s.path(&home).display()))?;
     }
-    if waiting.is_empty() && services.is_empty() {
+    if waiting.is_empty() && dead.is_empty() {
         bail!("{name} does not run; see `agentfs ps`");
     }
     let deadline = Instant::now() + tree::grace()? + Duration::from_secs(10);

@@ -103,6 +103,32 @@ fn uid_for(listens: &[TcpListen], addr: SocketAddr) -> Option<u32> {
     listens.iter().find(|l| l.local.port() == addr.port() && covers(l.local.ip(), addr.ip())).map(|l| l.uid)
 }
 
+/// The uid owning the client end of a TCP connection to a server on this
+/// machine: the socket whose local address is `client` and whose remote one
+/// is `server` (the server's end of that connection). `None` when it is not
+/// found (the client is on another machine, or has gone) or the tables cannot
+/// be read (macOS).
+pub fn tcp_client_uid(client: SocketAddr, server: SocketAddr) -> Option<u32> {
+    let tables = ["/proc/net/tcp", "/proc/net/tcp6"].iter().filter_map(|t| read_table(t));
+    tables.into_iter().find_map(|t| client_uid_in(&t, canonical(client), canonical(server)))
+}
+
+fn canonical(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip().to_canonical(), a.port())
+}
+
+fn client_uid_in(table: &str, client: SocketAddr, server: SocketAddr) -> Option<u32> {
+    table.lines().skip(1).find_map(|line| {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        let local = canonical(parse_hex_addr(cols.get(1)?)?);
+        let remote = canonical(parse_hex_addr(cols.get(2)?)?);
+        if (local, remote) != (client, server) {
+            return None;
+        }
+        cols.get(7)?.parse().ok()
+    })
+}
+
 /// Who listens on TCP `port` of loopback or the wildcard (either family):
 /// `pid 4242 (postgres)`, or `uid 1000` when the process cannot be found.
 pub fn tcp_port_holder(port: u16) -> Option<String> {
@@ -230,6 +256,15 @@ Num       RefCount Protocol Flags    Type St Inode Path
     }
 
     #[test]
+    fn the_uid_of_a_connection_s_client_end() {
+        let (client, server) = (a("127.0.0.1:8081"), a("127.0.0.1:40960"));
+        assert_eq!(client_uid_in(TCP, client, server), Some(33));
+        assert_eq!(client_uid_in(TCP, server, client), None, "no socket has those ends the other way round");
+        let mapped = |s| canonical(a(s));
+        assert_eq!(client_uid_in(TCP, mapped("[::ffff:127.0.0.1]:8081"), mapped("[::ffff:127.0.0.1]:40960")), Some(33));
+    }
+
+    #[test]
     fn this_machine() {
         if !Path::new("/proc/net/tcp").exists() {
             return;
@@ -237,6 +272,8 @@ Num       RefCount Protocol Flags    Type St Inode Path
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let me = rustix::process::geteuid().as_raw();
         assert_eq!(tcp_listener_uid(l.local_addr().unwrap()), Some(me));
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        assert_eq!(tcp_client_uid(c.local_addr().unwrap(), l.local_addr().unwrap()), Some(me));
         let port = l.local_addr().unwrap().port();
         let holder = tcp_port_holder(port).unwrap();
         assert!(holder.starts_with(&format!("pid {} (", std::process::id())), "{holder}");

@@ -143,6 +143,29 @@ pub fn of(home: &Home, app: &Label, instance: Option<&Label>) -> Vec<ServiceReco
     list(home).into_iter().filter(|r| &r.app == app && instance.is_none_or(|i| &r.instance == i)).collect()
 }
 
+/// Asks an instance to stop, as `agentfs down` does: SIGTERM to its live
+/// supervisors (each stops its wrapper and starts nothing again) and to its
+/// live wrappers that no supervisor manages. Returns the pids signalled and
+/// the records of supervisors that are gone (for the caller to remove).
+pub fn signal_stop(home: &Home, app: &Label, instance: &Label) -> io::Result<(Vec<u32>, Vec<ServiceRecord>)> {
+    let term = |pid: u32| {
+        if let Some(p) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) {
+            let _ = rustix::process::kill_process(p, rustix::process::Signal::TERM);
+        }
+    };
+    let (live, dead): (Vec<ServiceRecord>, Vec<ServiceRecord>) =
+        of(home, app, Some(instance)).into_iter().partition(ServiceRecord::alive);
+    let mut signalled: Vec<u32> = live.iter().map(|s| s.pid).collect();
+    signalled.iter().for_each(|p| term(*p));
+    let managed: Vec<u32> = live.iter().chain(&dead).filter_map(|s| s.wrapper_pid).collect();
+    let snap = crate::scan::scan_instance(&home.run_dir(), app, instance)?;
+    for w in snap.wrappers.iter().filter(|w| !managed.contains(&w.wrapper_pid) && liveness::pid_alive(w.wrapper_pid)) {
+        term(w.wrapper_pid);
+        signalled.push(w.wrapper_pid);
+    }
+    Ok((signalled, dead))
+}
+
 pub fn remove(home: &Home, rec: &ServiceRecord) -> io::Result<()> {
     match std::fs::remove_file(rec.path(home)) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),

@@ -4,8 +4,9 @@
 //! Events) sends the cards again whenever they change (a route-table change
 //! at once, a static route going up or down or a branch switch within
 //! [`RECHECK`]), and the page swaps in the changed cards only. Also the
-//! read-only JSON at `/api/routes` and the favicon. It changes nothing; the
-//! management API does.
+//! read-only JSON at `/api/routes` and the favicon. It changes nothing but
+//! by its stop buttons (`stopper`, which says who may); the management API
+//! and the CLI do the rest.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,8 +17,10 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use crate::answers::{Answer, Format};
 use crate::body::{Body, full};
 use crate::dashboard_view::{self, Content};
+use crate::headers::Forwarded;
 use crate::page::{FAVICON_SVG, Layout, escape};
 use crate::state::Shared;
+use crate::stopper;
 use crate::table::Table;
 
 /// How often the event stream re-checks what a table change does not tell.
@@ -26,11 +29,14 @@ const RECHECK: Duration = Duration::from_secs(2);
 const HEARTBEAT: Duration = Duration::from_secs(15);
 
 /// Answers a request for the dashboard host.
-pub async fn serve<B>(req: &Request<B>, table: &Table, shared: &Arc<Shared>) -> Response<Body> {
+pub async fn serve<B>(req: &Request<B>, table: &Table, shared: &Arc<Shared>, conn: &Forwarded) -> Response<Body> {
     let fmt = Format::of(req.headers());
     let dash = shared.dashboard_url();
+    if let Some(target) = req.uri().path().strip_prefix("/api/stop/").filter(|_| req.method() == Method::POST) {
+        return stopper::serve(req.headers(), target, shared, conn);
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        let message = "the dashboard is read-only; use the agentfs CLI to change routes".to_owned();
+        let message = "the dashboard only reads (and stops instances, by POST /api/stop/<instance>.<app>); use the agentfs CLI to change routes".to_owned();
         return Answer::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed", message, &dash).render(fmt);
     }
     match req.uri().path() {
@@ -57,7 +63,8 @@ fn json(table: &Table, shared: &Shared) -> Response<Body> {
 async fn content(shared: &Shared, table: &Table) -> Content {
     let view = shared.routes_view(table);
     let now = agentfs_registry::liveness::now_ms();
-    tokio::task::spawn_blocking(move || dashboard_view::content(&view, now))
+    let can_stop = stopper::available() && shared.token.is_some();
+    tokio::task::spawn_blocking(move || dashboard_view::content(&view, now, can_stop))
         .await
         .unwrap_or_else(|_| Content { summary: String::new(), cards: Vec::new() })
 }
@@ -76,7 +83,10 @@ fn page(shared: &Shared, c: Content) -> Response<Body> {
         addrs = escape(&shared.listening.join(", ")),
     );
     let dash = shared.dashboard_url();
-    let html = Layout { title: "agentfs", dashboard: &dash, main, refresh: None, script: Some(SCRIPT) }.render();
+    let mut html = Layout { title: "agentfs", dashboard: &dash, main, refresh: None, script: Some(SCRIPT) }.render();
+    if let Some(token) = shared.token.as_deref().filter(|_| stopper::available()) {
+        html = html.replacen("<title>", &format!("<meta name=agentfs-token content={token}><title>"), 1);
+    }
     respond(html.into_bytes(), "text/html; charset=utf-8")
 }
 
@@ -92,7 +102,12 @@ const want=prev?prev.nextElementSibling:box.firstElementChild;if(want!==el)box.i
 for(const e of have.values())e.remove();if(sum.textContent!==d.summary)sum.textContent=d.summary;}\
 if(window.EventSource){const es=new EventSource('/api/events');es.onmessage=e=>{apply(JSON.parse(e.data));document.documentElement.dataset.live='1';};}\
 box.addEventListener('click',e=>{const b=e.target.closest('button[data-copy]');if(!b||!navigator.clipboard)return;\
-navigator.clipboard.writeText(b.dataset.copy).then(()=>{b.textContent='copied';setTimeout(()=>b.textContent='copy',1500);});});";
+navigator.clipboard.writeText(b.dataset.copy).then(()=>{b.textContent='copied';setTimeout(()=>b.textContent='copy',1500);});});\
+box.addEventListener('click',e=>{const b=e.target.closest('button[data-stop]');if(!b)return;\
+const t=document.querySelector('meta[name=agentfs-token]');b.disabled=true;b.textContent='stopping';\
+fetch('/api/stop/'+encodeURIComponent(b.dataset.stop),{method:'POST',headers:{'x-agentfs-token':t?t.content:''}})\
+.then(r=>r.ok?null:r.text().then(x=>{throw new Error(x.split('\\n')[1]||r.status)}))\
+.catch(err=>{b.disabled=false;b.textContent='stop failed';b.title=err.message;});});";
 
 /// `GET /api/events`: `data: <Content as JSON>` now and on every change,
 /// until the client goes or the router stops.

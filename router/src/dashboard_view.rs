@@ -31,17 +31,17 @@ pub struct Content {
 }
 
 /// Builds the content (blocking: it probes static routes and reads git files).
-pub fn content(view: &RoutesView, now_ms: u64) -> Content {
+pub fn content(view: &RoutesView, now_ms: u64, can_stop: bool) -> Content {
     let mut cards = Vec::new();
     for a in &view.apps {
         for i in &a.instances {
             let original =
                 view.original_ports.iter().filter(|o| o.mirrored && o.answers == format!("{}.{}", i.instance, a.app));
             let originals: Vec<u16> = original.map(|o| o.port).collect();
-            cards.push(instance_card(&a.app, (a.url.as_str(), i), &originals, now_ms));
+            cards.push(instance_card(&a.app, (a.url.as_str(), i), &originals, (now_ms, can_stop)));
         }
     }
-    cards.extend(view.starting.iter().map(|w| waiting_card(w, now_ms)));
+    cards.extend(view.starting.iter().map(|w| waiting_card(w, now_ms, can_stop)));
     cards.extend(view.static_routes.iter().map(static_card));
     if !view.original_ports.is_empty() {
         cards.push(originals_card(&view.original_ports));
@@ -75,7 +75,21 @@ fn link(url: &str) -> String {
     )
 }
 
-fn instance_card(app: &str, (app_url, i): (&str, &InstanceView), originals: &[u16], now_ms: u64) -> Card {
+/// The stop button (shown with JavaScript only), where the router can tell who asks.
+fn stop_button(can_stop: bool, app: &str, instance: &str) -> String {
+    if !can_stop {
+        return String::new();
+    }
+    let name = escape(&format!("{instance}.{app}"));
+    format!(" <button class=\"stop js-only\" type=button data-stop=\"{name}\" aria-label=\"Stop {name}\">stop</button>")
+}
+
+fn instance_card(
+    app: &str,
+    (app_url, i): (&str, &InstanceView),
+    originals: &[u16],
+    (now_ms, can_stop): (u64, bool),
+) -> Card {
     let key = format!("i/{app}/{}", i.instance);
     let default = if i.default { " <span class=muted>default</span>" } else { "" };
     let mut urls = link(&i.url);
@@ -102,15 +116,16 @@ fn instance_card(app: &str, (app_url, i): (&str, &InstanceView), originals: &[u1
     where_rows(&mut rows, i.cwd.as_deref());
     let html = format!(
         "<section class=card aria-label=\"{app} {inst}\" data-key><h3><span>{app}</span> <span>{inst}</span>{default} \
-         <span class=\"badge live\">live</span></h3>{}</section>",
+         <span class=\"badge live\">live</span>{stop}</h3>{}</section>",
         dl(&rows),
         app = escape(app),
         inst = escape(&i.instance),
+        stop = stop_button(can_stop, app, &i.instance),
     );
     card(key, html)
 }
 
-fn waiting_card(w: &StartingView, now_ms: u64) -> Card {
+fn waiting_card(w: &StartingView, now_ms: u64, can_stop: bool) -> Card {
     let key = format!("w/{}/{}/{}", w.app, w.instance, w.wrapper_pid);
     let (class, state) = match &w.crashed {
         Some(_) => ("crashed", "crashed"),
@@ -129,10 +144,11 @@ fn waiting_card(w: &StartingView, now_ms: u64) -> Card {
     where_rows(&mut rows, w.cwd.as_deref());
     let html = format!(
         "<section class=card aria-label=\"{app} {inst}\" data-key><h3><span>{app}</span> <span>{inst}</span> \
-         <span class=\"badge {class}\">{state}</span></h3>{}</section>",
+         <span class=\"badge {class}\">{state}</span>{stop}</h3>{}</section>",
         dl(&rows),
         app = escape(&w.app),
         inst = escape(&w.instance),
+        stop = stop_button(can_stop, &w.app, &w.instance),
     );
     card(key, html)
 }

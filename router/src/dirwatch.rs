@@ -1,7 +1,9 @@
-//! The file-system watch behind discovery (inotify / FSEvents through
-//! `notify`): `run/` for sidecars and wrapper records coming or going and
-//! sockets going (socket creation alone is never a signal: FSEvents does not
-//! report it), and the home directory for `run/` itself being replaced and
+//! The file-system watch behind discovery (inotify / kqueue through
+//! `notify`; kqueue, not FSEvents, on macOS: it links no framework, so the
+//! binary can be linked without Apple's SDK, and it reports at once):
+//! `run/` for sidecars and wrapper records coming or going and sockets going
+//! (socket creation alone is never a signal: a socket exists before its app
+//! listens), and the home directory for `run/` itself being replaced and
 //! `routes.json` edited by hand. A watch follows an inode, so when `run/` is
 //! deleted and made again the watch is made again on the new directory
 //! before the next scan (see [`DirWatch::refresh`]).

@@ -91,13 +91,22 @@ pub struct Forwarded {
     port: HeaderValue,
     /// The client spoke TLS to the router.
     https: bool,
+    /// The connection's two ends: the client's address and the router's.
+    pub peer: SocketAddr,
+    pub local: Option<SocketAddr>,
 }
 
 impl Forwarded {
-    pub fn new(peer: SocketAddr, local_port: u16) -> Forwarded {
+    /// For a connection from `peer` to the router's `local` address (its port, `local_port`).
+    pub fn new(peer: SocketAddr, local: Option<SocketAddr>, local_port: u16) -> Forwarded {
         let ip = peer.ip().to_canonical().to_string();
         let ip = HeaderValue::try_from(ip).unwrap_or(HeaderValue::from_static("unknown"));
-        Forwarded { ip, port: HeaderValue::from(local_port), https: false }
+        Forwarded { ip, port: HeaderValue::from(local_port), https: false, peer, local }
+    }
+
+    /// Whether the client spoke TLS.
+    pub fn is_https(&self) -> bool {
+        self.https
     }
 
     /// The same, for a connection that came over TLS.
@@ -230,7 +239,7 @@ mod tests {
         let mut h = map(&[("x-forwarded-for", "10.0.0.1"), ("x-agentfs-hops", "2")]);
         assert_eq!(hops(&h), 2);
         let n = hops(&h);
-        let conn = Forwarded::new("[::ffff:127.0.0.1]:5000".parse().unwrap(), 7355);
+        let conn = Forwarded::new("[::ffff:127.0.0.1]:5000".parse().unwrap(), None, 7355);
         set_forwarded(&mut h, &conn, &HeaderValue::from_static("shop.localhost:7355"), n);
         assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.1, 127.0.0.1");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");

@@ -16,7 +16,8 @@
 //! HTTP/1.1 handshake), with `headers` (hop-by-hop, X-Forwarded-*, hop
 //! count), `answers` (the router's own 4xx/5xx; worded per case in `replies`;
 //! one HTML layout with the dashboard in `page`), `dashboard` (the page, its
-//! live event stream; its cards in `dashboard_view`) and `body`.
+//! live event stream; its cards in `dashboard_view`; its stop button's checks in
+//! `stopper`) and `body`.
 //! `lean` serves plain HTTP/1.1 requests through the same phases without
 //! hyper, and hands a connection to the path above at its first request
 //! that is anything else.
@@ -64,6 +65,7 @@ mod replies;
 mod server;
 mod shards;
 mod state;
+mod stopper;
 mod stream;
 mod table;
 mod throttle;

@@ -32,7 +32,8 @@ pre{background:var(--code);border:1px solid var(--line);border-radius:6px;paddin
 dl{display:grid;grid-template-columns:max-content minmax(0,1fr);gap:.1rem .8rem;margin:.4rem 0 0}\
 dt{color:var(--muted)}dd{margin:0;overflow-wrap:anywhere}\
 button{font:inherit;font-size:.78rem;color:var(--fg);background:var(--code);border:1px solid var(--line);\
-border-radius:4px;padding:0 .45em;margin-left:.4em;cursor:pointer}html:not(.js) .copy{display:none}\
+border-radius:4px;padding:0 .45em;margin-left:.4em;cursor:pointer}html:not(.js) .js-only{display:none}\
+.stop{color:var(--bad);margin-left:auto}\
 ul{padding-left:1.2rem}\
 </style>";
 

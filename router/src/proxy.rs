@@ -56,7 +56,7 @@ async fn route(req: Request<Incoming>, cx: Arc<ConnCtx>) -> Response<Body> {
     };
     let set = match resolved {
         Resolved::Set(set) => set,
-        Resolved::Dashboard(table) => return dashboard::serve(&req, &table, &cx.shared).await,
+        Resolved::Dashboard(table) => return dashboard::serve(&req, &table, &cx.shared, &cx.forwarded).await,
         Resolved::Answer(res) => return res,
     };
     forward(req, set, cx).await

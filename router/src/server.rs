@@ -143,8 +143,8 @@ fn hand_off(
     let i = shards::pick(&server.load);
     // Counted from here, and until the task ends or is dropped unrun.
     let load = Load::new(server.clone(), i);
-    let local_port = stream.local_addr().map_or(shared.port, |a| a.port());
-    let forwarded = Forwarded::new(peer, local_port);
+    let local = stream.local_addr().ok();
+    let forwarded = Forwarded::new(peer, local, local.map_or(shared.port, |a| a.port()));
     let srv = server.clone();
     let task = async move {
         let _load = load;

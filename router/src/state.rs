@@ -34,6 +34,8 @@ pub struct Shared {
     pub routes_lock: tokio::sync::Mutex<()>,
     /// The listeners on the apps' original ports.
     pub originals: crate::original::Originals,
+    /// The dashboard page's token for requests that change something (see `stopper`).
+    pub token: Option<String>,
 }
 
 impl Shared {
@@ -53,6 +55,7 @@ impl Shared {
             waiting: std::sync::atomic::AtomicUsize::new(0),
             routes_lock: tokio::sync::Mutex::new(()),
             originals: crate::original::Originals::default(),
+            token: crate::stopper::new_token(),
         })
     }
 

@@ -207,7 +207,7 @@ pub fn wait_file(path: &Path, timeout: Duration) {
 }
 
 /// A response: status code and body.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Response {
     pub status: u16,
     pub head: String,

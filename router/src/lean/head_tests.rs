@@ -1,7 +1,7 @@
 use super::*;
 
 fn fwd() -> Forwarded {
-    Forwarded::new("[::ffff:127.0.0.1]:5000".parse().unwrap(), 7355)
+    Forwarded::new("[::ffff:127.0.0.1]:5000".parse().unwrap(), None, 7355)
 }
 
 /// The upstream head for `raw`, or why it is not lean.
