@@ -192,3 +192,31 @@ fn post_tcp(port: u16, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
     let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     (status, text)
 }
+
+/// A background instance's card shows its last log lines to the router's
+/// own user (the event stream sends the same cards); another user sees none.
+#[test]
+fn a_background_instance_s_card_shows_its_last_log_lines_to_its_user_only() {
+    let env = Env::new("dash-log");
+    let dir = TempDir::new("dash-log");
+    let server = "print('hello from the app', flush=True)\nimport http.server as h\n\
+                  h.HTTPServer(('127.0.0.1', 8000), h.SimpleHTTPRequestHandler).serve_forever()";
+    let mut c = env.agentfs(&["up", "--name", "shop", "--instance", "main", "--", "python3", "-c", server]);
+    c.current_dir(dir.path());
+    let mut up = Proc::spawn(c);
+    assert!(up.wait(Duration::from_secs(30)).success(), "{}", up.output());
+    let page = wait_for("the log line on the card", Duration::from_secs(10), || {
+        let page = env.get("localhost", "/").ok()?.body;
+        page.contains("hello from the app").then_some(page)
+    });
+    assert!(page.contains("<pre class=log"), "{page}");
+    if std::fs::read_to_string("/proc/self/status").is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:\t0\t"))) {
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "curl", "-s"])
+            .arg(format!("http://localhost:{}/", env.port))
+            .output()
+            .unwrap();
+        let other = String::from_utf8_lossy(&out.stdout);
+        assert!(other.contains("data-key=\"i/shop/main\"") && !other.contains("hello from the app"), "{other}");
+    }
+}

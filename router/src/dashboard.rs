@@ -2,8 +2,9 @@
 //! `http://agentfs.localhost:<port>/`: what runs, as a page that is whole
 //! without JavaScript and, with it, live — `GET /api/events` (Server-Sent
 //! Events) sends the cards again whenever they change (a route-table change
-//! at once, a static route going up or down or a branch switch within
-//! [`RECHECK`]), and the page swaps in the changed cards only. Also the
+//! at once, a static route going up or down, a branch switch or new log
+//! lines within [`RECHECK`]), and the page swaps in the changed cards only.
+//! Log lines are shown to the router's own user only. Also the
 //! read-only JSON at `/api/routes` and the favicon. It changes nothing but
 //! by its stop buttons (`stopper`, which says who may); the management API
 //! and the CLI do the rest.
@@ -41,10 +42,10 @@ pub async fn serve<B>(req: &Request<B>, table: &Table, shared: &Arc<Shared>, con
     }
     match req.uri().path() {
         "/api/routes" => json(table, shared),
-        "/api/events" => events(shared.clone()),
+        "/api/events" => events(shared.clone(), Viewer::of(conn)),
         "/favicon.svg" | "/favicon.ico" => respond(FAVICON_SVG.as_bytes().to_vec(), "image/svg+xml"),
         "/" if fmt == Format::Json => json(table, shared),
-        "/" => page(shared, content(shared, table).await),
+        "/" => page(shared, content(shared, table, Viewer::of(conn)).await),
         p => {
             let message = format!("the dashboard has no page {p}");
             let next =
@@ -59,12 +60,27 @@ fn json(table: &Table, shared: &Shared) -> Response<Body> {
     respond(bytes, "application/json")
 }
 
+/// Who looks: the router's own user sees the instances' last log lines.
+#[derive(Clone, Copy)]
+struct Viewer {
+    own_user: bool,
+}
+
+impl Viewer {
+    fn of(conn: &Forwarded) -> Viewer {
+        Viewer { own_user: stopper::same_user(conn).is_ok() }
+    }
+}
+
 /// The cards for `table`, built off the runtime's threads (they probe and read files).
-async fn content(shared: &Shared, table: &Table) -> Content {
+async fn content(shared: &Shared, table: &Table, who: Viewer) -> Content {
     let view = shared.routes_view(table);
     let now = agentfs_registry::liveness::now_ms();
-    let can_stop = stopper::available() && shared.token.is_some();
-    tokio::task::spawn_blocking(move || dashboard_view::content(&view, now, can_stop))
+    let opts = dashboard_view::Opts {
+        can_stop: stopper::available() && shared.token.is_some(),
+        logs_of: who.own_user.then(|| shared.config.home.clone()),
+    };
+    tokio::task::spawn_blocking(move || dashboard_view::content(&view, now, &opts))
         .await
         .unwrap_or_else(|_| Content { summary: String::new(), cards: Vec::new() })
 }
@@ -111,7 +127,7 @@ fetch('/api/stop/'+encodeURIComponent(b.dataset.stop),{method:'POST',headers:{'x
 
 /// `GET /api/events`: `data: <Content as JSON>` now and on every change,
 /// until the client goes or the router stops.
-fn events(shared: Arc<Shared>) -> Response<Body> {
+fn events(shared: Arc<Shared>, who: Viewer) -> Response<Body> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
     tokio::spawn(async move {
         let mut changes = shared.subscribe();
@@ -123,7 +139,7 @@ fn events(shared: Arc<Shared>) -> Response<Body> {
         }
         loop {
             let table = arc_swap::Guard::into_inner(shared.table());
-            let json = serde_json::to_string(&content(&shared, &table).await).unwrap_or_default();
+            let json = serde_json::to_string(&content(&shared, &table, who).await).unwrap_or_default();
             if json != last && tx.send(Bytes::from(format!("data: {json}\n\n"))).await.is_err() {
                 return;
             }

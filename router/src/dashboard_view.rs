@@ -30,18 +30,33 @@ pub struct Content {
     pub cards: Vec<Card>,
 }
 
-/// Builds the content (blocking: it probes static routes and reads git files).
-pub fn content(view: &RoutesView, now_ms: u64, can_stop: bool) -> Content {
+/// What the cards may hold for this viewer.
+pub struct Opts {
+    /// Stop buttons (see `stopper`).
+    pub can_stop: bool,
+    /// The home whose `logs/` to show the last lines of (the router's own user only).
+    pub logs_of: Option<agentfs_registry::Home>,
+}
+
+/// Lines of an instance's log a card shows.
+const LOG_LINES: usize = 5;
+
+/// Builds the content (blocking: it probes static routes and reads git and log files).
+pub fn content(view: &RoutesView, now_ms: u64, opts: &Opts) -> Content {
+    let can_stop = opts.can_stop;
     let mut cards = Vec::new();
     for a in &view.apps {
         for i in &a.instances {
             let original =
                 view.original_ports.iter().filter(|o| o.mirrored && o.answers == format!("{}.{}", i.instance, a.app));
             let originals: Vec<u16> = original.map(|o| o.port).collect();
-            cards.push(instance_card(&a.app, (a.url.as_str(), i), &originals, (now_ms, can_stop)));
+            let log = log_tail(opts, &a.app, &i.instance);
+            cards.push(instance_card(&a.app, (a.url.as_str(), i), &originals, (now_ms, can_stop), &log));
         }
     }
-    cards.extend(view.starting.iter().map(|w| waiting_card(w, now_ms, can_stop)));
+    cards.extend(
+        view.starting.iter().map(|w| waiting_card(w, (now_ms, can_stop), &log_tail(opts, &w.app, &w.instance))),
+    );
     cards.extend(view.static_routes.iter().map(static_card));
     if !view.original_ports.is_empty() {
         cards.push(originals_card(&view.original_ports));
@@ -84,11 +99,38 @@ fn stop_button(can_stop: bool, app: &str, instance: &str) -> String {
     format!(" <button class=\"stop js-only\" type=button data-stop=\"{name}\" aria-label=\"Stop {name}\">stop</button>")
 }
 
+/// The last lines of `logs/<app>.<instance>.log` (a background instance's output), as a card's last row.
+fn log_tail(opts: &Opts, app: &str, instance: &str) -> String {
+    let Some(home) = &opts.logs_of else { return String::new() };
+    let (Ok(app), Ok(instance)) =
+        (agentfs_registry::Label::parse(app), agentfs_registry::Label::parse_instance(instance))
+    else {
+        return String::new();
+    };
+    let Ok(mut f) = std::fs::File::open(home.app_log(&app, &instance)) else { return String::new() };
+    use std::io::{Seek, SeekFrom};
+    let len = f.metadata().map_or(0, |m| m.len());
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(8192)));
+    let mut bytes = Vec::new();
+    let _ = f.take(8192).read_to_end(&mut bytes);
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let last: Vec<String> = lines[lines.len().saturating_sub(LOG_LINES)..]
+        .iter()
+        .map(|l| escape(&l.chars().take(300).collect::<String>()))
+        .collect();
+    if last.is_empty() {
+        return String::new();
+    }
+    format!("<pre class=log aria-label=\"last log lines\">{}</pre>", last.join("\n"))
+}
+
 fn instance_card(
     app: &str,
     (app_url, i): (&str, &InstanceView),
     originals: &[u16],
     (now_ms, can_stop): (u64, bool),
+    log: &str,
 ) -> Card {
     let key = format!("i/{app}/{}", i.instance);
     let default = if i.default { " <span class=muted>default</span>" } else { "" };
@@ -116,7 +158,7 @@ fn instance_card(
     where_rows(&mut rows, i.cwd.as_deref());
     let html = format!(
         "<section class=card aria-label=\"{app} {inst}\" data-key><h3><span>{app}</span> <span>{inst}</span>{default} \
-         <span class=\"badge live\">live</span>{stop}</h3>{}</section>",
+         <span class=\"badge live\">live</span>{stop}</h3>{}{log}</section>",
         dl(&rows),
         app = escape(app),
         inst = escape(&i.instance),
@@ -125,7 +167,7 @@ fn instance_card(
     card(key, html)
 }
 
-fn waiting_card(w: &StartingView, now_ms: u64, can_stop: bool) -> Card {
+fn waiting_card(w: &StartingView, (now_ms, can_stop): (u64, bool), log: &str) -> Card {
     let key = format!("w/{}/{}/{}", w.app, w.instance, w.wrapper_pid);
     let (class, state) = match &w.crashed {
         Some(_) => ("crashed", "crashed"),
@@ -144,7 +186,7 @@ fn waiting_card(w: &StartingView, now_ms: u64, can_stop: bool) -> Card {
     where_rows(&mut rows, w.cwd.as_deref());
     let html = format!(
         "<section class=card aria-label=\"{app} {inst}\" data-key><h3><span>{app}</span> <span>{inst}</span> \
-         <span class=\"badge {class}\">{state}</span>{stop}</h3>{}</section>",
+         <span class=\"badge {class}\">{state}</span>{stop}</h3>{}{log}</section>",
         dl(&rows),
         app = escape(&w.app),
         inst = escape(&w.instance),

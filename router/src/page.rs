@@ -25,6 +25,7 @@ a{color:var(--accent)}a:focus-visible,button:focus-visible{outline:2px solid var
 h1{font-size:1.4rem;margin:.8rem 0 .4rem}h2{font-size:1.1rem;margin:1.2rem 0 .4rem}\
 code{background:var(--code);border:1px solid var(--line);border-radius:4px;padding:0 .3em;overflow-wrap:anywhere}\
 pre{background:var(--code);border:1px solid var(--line);border-radius:6px;padding:.5rem .7rem;overflow-x:auto}\
+pre.log{font-size:.8rem;margin:.5rem 0 0;white-space:pre-wrap;overflow-wrap:anywhere}\
 .card{border:1px solid var(--line);border-radius:8px;padding:.6rem .8rem;margin:.6rem 0}\
 .card h3{margin:0;font-size:1rem;display:flex;flex-wrap:wrap;gap:.2rem .6rem;align-items:baseline}\
 .badge{font-size:.78rem;font-weight:600;padding:0 .55em;border-radius:1em;border:1px solid currentColor}\

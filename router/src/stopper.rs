@@ -84,6 +84,12 @@ fn allowed(headers: &HeaderMap, shared: &Shared, conn: &Forwarded) -> Result<(),
     if !same(get(TOKEN_HEADER).unwrap_or_default().as_bytes(), token.as_bytes()) {
         return Err("the request does not carry the dashboard page's token".into());
     }
+    same_user(conn)
+}
+
+/// Whether the client of `conn` runs as the router's user (Linux's socket
+/// table tells); the reason if not. Also what lets the dashboard show log lines.
+pub fn same_user(conn: &Forwarded) -> Result<(), String> {
     let me = rustix::process::geteuid().as_raw();
     let local = conn.local.ok_or("the router's end of the connection is unknown")?;
     match agentfs_registry::procnet::tcp_client_uid(conn.peer, local) {
