@@ -17,12 +17,6 @@ use std::time::Duration;
 use serde_json::Value;
 use support::*;
 
-/// Where `pip install --user` put Playwright (a test's own HOME would hide it).
-fn python_user_base() -> String {
-    let out = Command::new("python3").args(["-m", "site", "--user-base"]).output().expect("python3 runs");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 fn artifacts() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/artifacts/dashboard")
 }
@@ -133,9 +127,8 @@ fn the_stop_api_takes_only_the_dashboard_page_s_own_requests() {
     let host = format!("localhost:{}", env.port);
     let origin = format!("http://{host}");
     let post = |headers: &[(&str, &str)]| {
-        let mut extra = vec![("host", host.as_str())];
-        extra.extend_from_slice(headers);
-        post_tcp(env.port, "/api/stop/main.shop", &extra)
+        let r = request_tcp(env.port, "POST", &host, "/api/stop/main.shop", headers).unwrap();
+        (r.status, r.body)
     };
     let refused = [
         vec![("origin", origin.as_str())],
@@ -149,7 +142,7 @@ fn the_stop_api_takes_only_the_dashboard_page_s_own_requests() {
         assert_eq!(status, 403, "{headers:?}: {body}");
     }
     // Another user, with everything else right (only root can be another user here).
-    if std::fs::read_to_string("/proc/self/status").is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:\t0\t"))) {
+    if is_root() {
         let out = Command::new("setpriv")
             .args([
                 "--reuid=65534",
@@ -177,22 +170,6 @@ fn the_stop_api_takes_only_the_dashboard_page_s_own_requests() {
     assert_eq!(status, 404, "stopped: nothing runs as main.shop");
 }
 
-/// A POST with no body and these headers; the status and the body.
-fn post_tcp(port: u16, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut req = format!("POST {path} HTTP/1.1\r\ncontent-length: 0\r\nconnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut s, &mut text).unwrap();
-    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (status, text)
-}
-
 /// A background instance's card shows its last log lines to the router's
 /// own user (the event stream sends the same cards); another user sees none.
 #[test]
@@ -210,7 +187,7 @@ fn a_background_instance_s_card_shows_its_last_log_lines_to_its_user_only() {
         page.contains("hello from the app").then_some(page)
     });
     assert!(page.contains("<pre class=log"), "{page}");
-    if std::fs::read_to_string("/proc/self/status").is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:\t0\t"))) {
+    if is_root() {
         let out = Command::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups", "curl", "-s"])
             .arg(format!("http://localhost:{}/", env.port))

@@ -156,13 +156,6 @@ fn trust_fills_fresh_nss_dbs_status_names_them_remove_empties_them_and_urls_foll
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
-/// Where `pip install --user` put Playwright for the real user: a test's
-/// own HOME would hide it.
-fn python_user_base() -> String {
-    let out = Command::new("python3").args(["-m", "site", "--user-base"]).output().expect("python3 runs");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 fn browser(user: &Path, url: &str, module: &Path, flags: &[&str]) -> Value {
     let out = Command::new("python3")
         .arg(fixture("browser_hmr.py"))

@@ -137,8 +137,3 @@ fn with_the_router_on_port_80_urls_carry_no_port() {
         http.match_indices("localhost:80").any(|(i, m)| !http[i + m.len()..].starts_with(|c: char| c.is_ascii_digit()));
     assert!(!port_80 && !http.contains("shop.localhost:"), "no http URL carries a port: {out}");
 }
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
-}

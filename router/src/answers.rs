@@ -185,7 +185,8 @@ impl<'a> Answer<'a> {
         }
         main.push_str(&format!("<p><a href=\"{}\">Back to the dashboard</a></p>", escape(&self.dashboard)));
         let title = format!("{code} {} · agentfs", self.title);
-        Layout { title: &title, dashboard: &self.dashboard, main, refresh: self.refresh, script: None }.render()
+        let head = String::new();
+        Layout { title: &title, dashboard: &self.dashboard, main, refresh: self.refresh, script: None, head }.render()
     }
 }
 

@@ -99,10 +99,11 @@ fn page(shared: &Shared, c: Content) -> Response<Body> {
         addrs = escape(&shared.listening.join(", ")),
     );
     let dash = shared.dashboard_url();
-    let mut html = Layout { title: "agentfs", dashboard: &dash, main, refresh: None, script: Some(SCRIPT) }.render();
-    if let Some(token) = shared.token.as_deref().filter(|_| stopper::available()) {
-        html = html.replacen("<title>", &format!("<meta name=agentfs-token content={token}><title>"), 1);
-    }
+    let head = match shared.token.as_deref().filter(|_| stopper::available()) {
+        Some(token) => format!("<meta name=agentfs-token content={token}>"),
+        None => String::new(),
+    };
+    let html = Layout { title: "agentfs", dashboard: &dash, main, refresh: None, script: Some(SCRIPT), head }.render();
     respond(html.into_bytes(), "text/html; charset=utf-8")
 }
 

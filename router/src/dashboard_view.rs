@@ -299,9 +299,7 @@ pub fn branch(dir: &Path) -> Option<String> {
 }
 
 fn read_small(path: &Path) -> Option<String> {
-    let mut text = String::new();
-    std::fs::File::open(path).ok()?.take(4096).read_to_string(&mut text).ok()?;
-    Some(text)
+    agentfs_registry::safefile::read_small(path, 4096).ok().and_then(|b| String::from_utf8(b).ok())
 }
 
 #[cfg(test)]

@@ -104,11 +104,6 @@ impl Forwarded {
         Forwarded { ip, port: HeaderValue::from(local_port), https: false, peer, local }
     }
 
-    /// Whether the client spoke TLS.
-    pub fn is_https(&self) -> bool {
-        self.https
-    }
-
     /// The same, for a connection that came over TLS.
     pub fn over_tls(self) -> Forwarded {
         Forwarded { https: true, ..self }

@@ -48,6 +48,8 @@ pub struct Layout<'a> {
     pub main: String,
     pub refresh: Option<u32>,
     pub script: Option<&'a str>,
+    /// More `<head>` elements (the dashboard's token).
+    pub head: String,
 }
 
 impl Layout<'_> {
@@ -56,7 +58,7 @@ impl Layout<'_> {
         let script = self.script.map_or_else(String::new, |s| format!("<script>{s}</script>"));
         format!(
             "<!doctype html><html lang=en><head><meta charset=utf-8>\
-             <meta name=viewport content=\"width=device-width,initial-scale=1\">{refresh}\
+             <meta name=viewport content=\"width=device-width,initial-scale=1\">{refresh}{head}\
              <title>{title}</title><link rel=icon href=\"data:image/svg+xml,{icon}\">{STYLE}</head><body>\
              <header><a href=\"{home}\">agentfs</a><span>local app router</span></header>\
              <main id=main>{main}</main>\
@@ -66,6 +68,7 @@ impl Layout<'_> {
             icon = icon_data(),
             home = escape(self.dashboard),
             main = self.main,
+            head = self.head,
         )
     }
 }
@@ -116,6 +119,7 @@ mod tests {
             main: "<p>hi</p>".into(),
             refresh: None,
             script: None,
+            head: String::new(),
         }
         .render();
         assert!(page.contains("<title>404 &lt;x&gt;</title>") && page.contains("<a href=\"http://localhost:7355/\">"));

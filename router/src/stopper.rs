@@ -75,7 +75,7 @@ fn allowed(headers: &HeaderMap, shared: &Shared, conn: &Forwarded) -> Result<(),
         return Err(format!("the request came from another site (Sec-Fetch-Site: {site})"));
     }
     let host = get(header::HOST.as_str()).unwrap_or_default();
-    let scheme = if conn.is_https() { "https" } else { "http" };
+    let scheme = std::str::from_utf8(conn.proto()).unwrap_or("http");
     let origin = get(header::ORIGIN.as_str()).unwrap_or_default();
     if host.is_empty() || origin != format!("{scheme}://{host}") {
         return Err(format!("the request's Origin ({origin:?}) is not the dashboard's ({scheme}://{host})"));

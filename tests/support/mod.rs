@@ -233,15 +233,40 @@ pub fn get_unix(sock: &Path, path: &str) -> std::io::Result<Response> {
 
 /// `GET path` over TCP with a Host header, HTTP/1.1 with `Connection: close`.
 pub fn get_tcp(port: u16, host: &str, path: &str, extra: &[(&str, &str)]) -> std::io::Result<Response> {
+    request_tcp(port, "GET", host, path, extra)
+}
+
+/// `METHOD path` with no body, as [`get_tcp`] sends a GET.
+pub fn request_tcp(
+    port: u16,
+    method: &str,
+    host: &str,
+    path: &str,
+    extra: &[(&str, &str)],
+) -> std::io::Result<Response> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(40)))?;
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    let length = if method == "GET" { "" } else { "Content-Length: 0\r\n" };
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{length}");
     for (k, v) in extra {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
     s.write_all(req.as_bytes())?;
     read_response(s)
+}
+
+/// Whether the tests run as root (then they can also act as another user).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
+}
+
+/// Where `pip install --user` put Playwright for the real user: a test's
+/// own HOME would hide it.
+pub fn python_user_base() -> String {
+    let out = Command::new("python3").args(["-m", "site", "--user-base"]).output().expect("python3 runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// A TCP port that was free a moment ago.
