@@ -114,15 +114,11 @@ impl<'a> Answer<'a> {
         static RECENT: Mutex<Vec<(u64, Instant)>> = Mutex::new(Vec::new());
         let mut h = std::collections::hash_map::DefaultHasher::new();
         (self.status.as_u16(), &self.message).hash(&mut h);
-        let (key, now) = (h.finish(), Instant::now());
-        {
-            let mut recent = RECENT.lock().unwrap_or_else(|p| p.into_inner());
-            recent.retain(|(_, t)| now.saturating_duration_since(*t) < Duration::from_secs(1));
-            if recent.len() >= 50 || recent.iter().any(|(k, _)| *k == key) {
-                return;
-            }
-            recent.push((key, now));
+        let mut recent = RECENT.lock().unwrap_or_else(|p| p.into_inner());
+        if !may_log(&mut recent, h.finish(), Instant::now()) {
+            return;
         }
+        drop(recent);
         let (status, error) = (self.status.as_u16(), self.title);
         tracing::info!(status, error, message = %self.message, "answered");
     }
@@ -190,6 +186,17 @@ impl<'a> Answer<'a> {
     }
 }
 
+/// Whether an answer (`key`) may be logged at `now`, given the answers logged
+/// in the last second (`recent`, updated): not the same one again, 50 at most.
+fn may_log(recent: &mut Vec<(u64, Instant)>, key: u64, now: Instant) -> bool {
+    recent.retain(|(_, t)| now.saturating_duration_since(*t) < Duration::from_secs(1));
+    if recent.len() >= 50 || recent.iter().any(|(k, _)| *k == key) {
+        return false;
+    }
+    recent.push((key, now));
+    true
+}
+
 /// The live apps and static routes as links (a 404's "did you mean").
 fn routes_list(r: &RoutesView) -> String {
     if r.apps.is_empty() && r.static_routes.is_empty() {
@@ -227,6 +234,16 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::ACCEPT, HeaderValue::from_str(accept).unwrap());
         h
+    }
+
+    #[test]
+    fn a_repeated_answer_is_logged_once_a_second_and_a_flood_is_capped() {
+        let mut recent = Vec::new();
+        let t = Instant::now();
+        assert!(may_log(&mut recent, 1, t) && !may_log(&mut recent, 1, t + Duration::from_millis(500)));
+        assert!(may_log(&mut recent, 1, t + Duration::from_millis(1001)), "again after a second");
+        assert!((2..51).all(|k| may_log(&mut recent, k, t + Duration::from_millis(1100))));
+        assert!(!may_log(&mut recent, 99, t + Duration::from_millis(1100)), "50 a second at most");
     }
 
     #[test]
