@@ -110,7 +110,10 @@ async fn rescan(shared: &Arc<Shared>, memory: &mut Memory) {
         memory.statics = s;
     }
     let mut table = Table::build(found.listeners, found.wrappers, &memory.statics, &old, shared.port);
-    table.follow_exits(&old, &found.swept);
+    // Files a request swept (a refused connect) count as this scan's: the scan no longer sees them.
+    let mut swept = found.swept;
+    swept.extend(shared.take_swept());
+    table.follow_exits(&old, &swept);
     let due = [table.decision_due_ms(), settle_due].into_iter().flatten().min();
     if !table.same_routes(&old) {
         drop(old);
@@ -282,8 +285,9 @@ pub fn sweep_refused(shared: &Arc<Shared>, listener: &Listener) {
         let (run_dir, l) = (shared.config.home.run_dir(), listener.clone());
         let poke = shared.clone();
         tokio::task::spawn_blocking(move || {
-            if let Err(e) = scan::remove_listener_files(&run_dir, &l) {
-                tracing::warn!(stem = l.stem, error = %e, "cannot remove a dead listener's files");
+            match scan::remove_listener_files(&run_dir, &l) {
+                Ok(()) => poke.note_swept(l.pid),
+                Err(e) => tracing::warn!(stem = l.stem, error = %e, "cannot remove a dead listener's files"),
             }
             poke.poke();
         });

@@ -34,6 +34,10 @@ pub struct Shared {
     pub routes_lock: tokio::sync::Mutex<()>,
     /// The listeners on the apps' original ports.
     pub originals: crate::original::Originals,
+    /// Pids whose listener files a request removed (a refused connect) since
+    /// the last scan: the next scan decides crash-or-restart for them as for
+    /// files it removed itself.
+    swept: std::sync::Mutex<Vec<u32>>,
     /// The dashboard page's token for requests that change something (see `stopper`).
     pub token: Option<String>,
 }
@@ -56,6 +60,7 @@ impl Shared {
             routes_lock: tokio::sync::Mutex::new(()),
             originals: crate::original::Originals::default(),
             token: crate::stopper::new_token(),
+            swept: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -76,6 +81,16 @@ impl Shared {
     pub fn dashboard_url(&self) -> String {
         let https = self.port != 80 && agentfs_registry::trusted::is_trusted(&self.config.home);
         format!("{}/", agentfs_registry::names::Origin { https, port: self.port }.url("localhost"))
+    }
+
+    /// Notes that a request removed the files of `pid`'s dead listener.
+    pub fn note_swept(&self, pid: Option<u32>) {
+        self.swept.lock().unwrap_or_else(|p| p.into_inner()).extend(pid);
+    }
+
+    /// The pids noted by [`Shared::note_swept`] since the last call.
+    pub fn take_swept(&self) -> Vec<u32> {
+        std::mem::take(&mut *self.swept.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// The current table (lock-free).
